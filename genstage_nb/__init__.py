@@ -1,0 +1,54 @@
+"""genstage_nb: back-pressured dataflow stages for Python and Jupyter.
+
+Stages (producers, producer-consumers, consumers) exchange events with GenStage's
+demand-driven back-pressure: a consumer asks for at most ``max_demand`` events and asks
+again as it drains, so no stage takes more work than it can handle.
+
+>>> import genstage_nb as gs
+>>> p = gs.Pipeline()
+>>> total = []
+>>> src = p.add(gs.from_iterable(range(1000)), name="numbers")
+>>> inc = p.add(gs.producer_consumer(lambda events: [e + 1 for e in events]), name="inc")
+>>> out = p.add(gs.consumer(lambda events: total.append(sum(events))), name="sum")
+>>> _ = p.link(src, inc, max_demand=100)
+>>> _ = p.link(inc, out, max_demand=100)
+>>> p.run_sync()
+>>> sum(total)
+500500
+"""
+
+from .core.buffer import Buffer
+from .core.dispatchers import (
+    BroadcastDispatcher,
+    DemandDispatcher,
+    Dispatcher,
+    PartitionDispatcher,
+)
+from .core.errors import Failure, PipelineError
+from .core.factories import consumer, from_iterable, producer, producer_consumer
+from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
+from .core.subscription import Subscription
+from .pipeline import Pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BroadcastDispatcher",
+    "Buffer",
+    "ConcurrentConsumer",
+    "Consumer",
+    "DemandDispatcher",
+    "Dispatcher",
+    "Failure",
+    "PartitionDispatcher",
+    "Pipeline",
+    "PipelineError",
+    "Producer",
+    "ProducerConsumer",
+    "Stage",
+    "Subscription",
+    "consumer",
+    "from_iterable",
+    "producer",
+    "producer_consumer",
+]

@@ -1,0 +1,443 @@
+"""Dispatchers: where a producer's events go, as pure state machines.
+
+A producer hands every list of events it makes to its dispatcher, and every ask and
+cancel of its consumers. The dispatcher answers with deliveries (``(subscription,
+events)`` pairs for the runtime to send), the events nobody can take yet (for the
+producer's buffer) and the demand to pass on to the producer. No I/O, no async: the
+runtime in ``genstage_nb.core.process`` only moves the lists.
+
+Three dispatchers, as in GenStage:
+
+- :class:`DemandDispatcher` (the default): each list goes to the consumer with the most
+  pending demand.
+- :class:`BroadcastDispatcher`: every consumer gets every event, paced by the slowest;
+  a subscription's ``selector`` filters what it gets.
+- :class:`PartitionDispatcher`: ``hash(event)`` picks a partition, each partition has
+  one consumer; ``None`` discards the event.
+
+>>> class Sub:  # any hashable object stands for a subscription here
+...     partition = selector = None
+>>> a, b = Sub(), Sub()
+>>> d = DemandDispatcher()
+>>> d.subscribe(a); d.subscribe(b)
+>>> d.ask(a, 3), d.ask(b, 2)
+((3, []), (2, []))
+>>> deliveries, leftover, _ = d.dispatch([1, 2, 3, 4, 5, 6])
+>>> [(s is a, e) for s, e in deliveries], leftover
+([(True, [1, 2, 3]), (False, [4, 5])], [6])
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol
+
+log = logging.getLogger("genstage_nb")
+
+Deliveries = list[tuple[Any, list]]
+
+
+class Dispatcher(Protocol):
+    """The interface every dispatcher implements (state in, state out, no I/O).
+
+    - ``subscribe(sub)``: a consumer joined (its demand starts at 0).
+    - ``cancel(sub) -> int``: a consumer left; returns new demand for the producer.
+    - ``ask(sub, n) -> (demand, deliveries)``: a consumer asked ``n`` more events;
+      returns the demand to pass on to the producer and events sent at once (from
+      events the dispatcher held).
+    - ``dispatch(events) -> (deliveries, leftover, demand)``: the producer made
+      ``events``; returns what goes where, what must be buffered, and extra demand.
+    - ``buffered() -> int``: events held inside the dispatcher.
+    - ``demand_of(sub) -> int``: the demand of ``sub`` not yet served.
+    - ``discarded``: events dropped on purpose (a partition hash returned ``None``).
+    """
+
+    discarded: int
+
+    def subscribe(self, sub: Any) -> None: ...
+    def cancel(self, sub: Any) -> int: ...
+    def ask(self, sub: Any, n: int) -> tuple[int, Deliveries]: ...
+    def dispatch(self, events: list) -> tuple[Deliveries, list, int]: ...
+    def buffered(self) -> int: ...
+    def demand_of(self, sub: Any) -> int: ...
+
+
+class DemandDispatcher:
+    """Send each list of events to the consumer with the highest pending demand.
+
+    The default dispatcher. Give every consumer the same ``max_demand``: a consumer
+    that asks more than the first ask seen (or ``max_demand`` if given) is logged as
+    greedy. Demand left behind by a cancelled consumer was already passed upstream, so
+    it is not asked again: later asks are reduced by it.
+
+    Options: ``shuffle_demands_on_first_dispatch`` (default False) shuffles the
+    consumers once before the first dispatch, so the first consumer is not favoured.
+
+    >>> d = DemandDispatcher()
+    >>> d.subscribe("a")
+    >>> d.ask("a", 10)
+    (10, [])
+    >>> d.dispatch(list(range(12)))[1]
+    [10, 11]
+    """
+
+    def __init__(
+        self, *, shuffle_demands_on_first_dispatch: bool = False, max_demand: int | None = None
+    ) -> None:
+        # [counter, sub] pairs, the highest counter first; ties keep arrival order.
+        self._demands: list[list] = []
+        self._pending = 0
+        self._max = max_demand
+        self._shuffle = shuffle_demands_on_first_dispatch
+        self.discarded = 0
+
+    def subscribe(self, sub: Any) -> None:
+        self._demands.append([0, sub])
+
+    def cancel(self, sub: Any) -> int:
+        entry = self._pop(sub)
+        if entry is not None:
+            self._pending += entry[0]
+        return 0
+
+    def ask(self, sub: Any, n: int) -> tuple[int, Deliveries]:
+        if self._max is None:
+            self._max = n
+        elif n > self._max:
+            log.warning(
+                "DemandDispatcher expects a maximum demand of %d; got demand for %d events "
+                "from %s. Using different maximum demands will overload greedy consumers.",
+                self._max,
+                n,
+                sub,
+            )
+        entry = self._pop(sub)
+        current = entry[0] if entry is not None else 0
+        self._add(current + n, sub)
+        already_sent = min(self._pending, n)
+        self._pending -= already_sent
+        return n - already_sent, []
+
+    def dispatch(self, events: list) -> tuple[Deliveries, list, int]:
+        if self._shuffle:
+            random.shuffle(self._demands)
+            self._shuffle = False
+        demands = self._demands
+        n = len(events)
+        deliveries: Deliveries = []
+        while n and demands and demands[0][0] > 0:
+            counter, sub = demands.pop(0)
+            if n <= counter:
+                deliveries.append((sub, events))
+                counter -= n
+                events = []
+                n = 0
+            else:
+                deliveries.append((sub, events[:counter]))
+                events = events[counter:]
+                n -= counter
+                counter = 0
+            self._add(counter, sub)
+        if n:
+            self._pending = max(self._pending - n, 0)
+        return deliveries, events, 0
+
+    def buffered(self) -> int:
+        return 0
+
+    def demand_of(self, sub: Any) -> int:
+        for counter, s in self._demands:
+            if s is sub:
+                return counter
+        return 0
+
+    def _add(self, counter: int, sub: Any) -> None:
+        demands = self._demands
+        for i, entry in enumerate(demands):
+            if counter > entry[0]:
+                demands.insert(i, [counter, sub])
+                return
+        demands.append([counter, sub])
+
+    def _pop(self, sub: Any) -> list | None:
+        demands = self._demands
+        for i, entry in enumerate(demands):
+            if entry[1] is sub:
+                return demands.pop(i)
+        return None
+
+
+class BroadcastDispatcher:
+    """Send every event to every consumer, without exceeding any consumer's demand.
+
+    Demand is passed upstream only as far as the slowest consumer has asked, and only
+    once however many consumers asked it. A subscription's ``selector(event) -> bool``
+    keeps only the events it accepts; the events it rejects count as delivered to it and
+    are asked again on its behalf.
+
+    Subscribe every consumer before events flow (start the producer with
+    ``demand="accumulate"`` and switch to ``"forward"``) if each must see the first
+    events.
+
+    >>> d = BroadcastDispatcher()
+    >>> d.subscribe("a"); d.subscribe("b")
+    >>> d.ask("a", 10), d.ask("b", 4)
+    ((0, []), (4, []))
+    >>> sorted(e for _, e in d.dispatch([1, 2, 3, 4, 5])[0]), d.dispatch([])[1]
+    ([[1, 2, 3, 4], [1, 2, 3, 4]], [])
+    """
+
+    def __init__(self) -> None:
+        # [counter, sub, selector], counters relative to what is waiting upstream.
+        self._demands: list[list] = []
+        self._waiting = 0
+        self._requested = 0
+        self.discarded = 0
+
+    def subscribe(self, sub: Any) -> None:
+        selector = getattr(sub, "selector", None)
+        if selector is not None and not callable(selector):
+            raise TypeError(f"selector must be a callable taking one event, got {selector!r}")
+        if self._waiting:
+            for entry in self._demands:
+                entry[0] += self._waiting
+        self._demands.insert(0, [0, sub, selector])
+        self._waiting = 0
+
+    def cancel(self, sub: Any) -> int:
+        self._demands = [e for e in self._demands if e[1] is not sub]
+        if not self._demands:
+            self._waiting = 0
+            return 0
+        return self._sync()
+
+    def ask(self, sub: Any, n: int) -> tuple[int, Deliveries]:
+        demands = self._demands
+        for i, entry in enumerate(demands):
+            if entry[1] is sub:
+                demands.pop(i)
+                demands.insert(0, [entry[0] + n, sub, entry[2]])
+                break
+        else:
+            demands.insert(0, [n, sub, getattr(sub, "selector", None)])
+        return self._sync(), []
+
+    def dispatch(self, events: list) -> tuple[Deliveries, list, int]:
+        waiting = self._waiting
+        if not waiting or not events:
+            return [], events, 0
+        if len(events) <= waiting:
+            now, later = events, []
+        else:
+            now, later = events[:waiting], events[waiting:]
+        count = len(now)
+        self._waiting = waiting - count
+        self._requested -= count
+        deliveries: Deliveries = []
+        reasks = []
+        for _, sub, selector in self._demands:
+            if selector is None:
+                deliveries.append((sub, now))
+                continue
+            selected = [e for e in now if selector(e)]
+            if len(selected) < count:
+                reasks.append((sub, count - len(selected)))
+            if selected:
+                deliveries.append((sub, selected))
+        demand = 0
+        for sub, k in reasks:
+            demand += self.ask(sub, k)[0]
+        return deliveries, later, demand
+
+    def buffered(self) -> int:
+        return 0
+
+    def demand_of(self, sub: Any) -> int:
+        for counter, s, _ in self._demands:
+            if s is sub:
+                return counter + self._waiting
+        return 0
+
+    def _sync(self) -> int:
+        demands = self._demands
+        new_min = max(min(e[0] for e in demands), 0) if demands else 0
+        if new_min:
+            for entry in demands:
+                entry[0] -= new_min
+        self._waiting += new_min
+        request = max(0, self._waiting - self._requested)
+        self._requested += request
+        return request
+
+
+class _Partition:
+    __slots__ = ("sub", "demand", "queue")
+
+    def __init__(self) -> None:
+        self.sub: Any = None
+        self.demand = 0
+        self.queue: list = []
+
+
+class PartitionDispatcher:
+    """Split events among partitions by ``hash(event)``; one consumer per partition.
+
+    ``partitions`` is a count N (partitions ``0 .. N-1``) or a list of names (then
+    ``hash`` is required unless every name is an int). ``hash(event)`` returns the
+    partition, or ``None`` to discard the event (counted in ``discarded``). The default
+    hash is ``partitions[hash(event) % N]`` (Python's ``hash``: stable for ints, salted
+    per process for strings). Consumers subscribe with ``partition=``. Each partition
+    keeps its own demand; events for a partition without demand wait in its queue
+    (also while it has no consumer) and are sent as soon as it asks.
+
+    >>> d = PartitionDispatcher(partitions=2, hash=lambda e: e % 2)
+    >>> class Sub:
+    ...     def __init__(self, p): self.partition = p
+    >>> even, odd = Sub(0), Sub(1)
+    >>> d.subscribe(even); d.subscribe(odd)
+    >>> d.ask(even, 2), d.ask(odd, 2)
+    ((2, []), (2, []))
+    >>> [(s.partition, e) for s, e in d.dispatch([0, 1, 2, 3])[0]]
+    [(0, [0, 2]), (1, [1, 3])]
+    """
+
+    def __init__(
+        self,
+        partitions: int | Iterable[Hashable],
+        hash: Callable[[Any], Hashable | None] | None = None,  # noqa: A002 - GenStage's name
+    ) -> None:
+        if isinstance(partitions, bool):
+            raise TypeError(f"PartitionDispatcher: partitions must be an int or a list, got {partitions!r}")
+        if isinstance(partitions, int):
+            if partitions < 1:
+                raise ValueError(f"PartitionDispatcher: partitions ({partitions}) must be at least 1")
+            names: list = list(range(partitions))
+        else:
+            try:
+                names = list(partitions)
+            except TypeError:
+                raise TypeError(
+                    f"PartitionDispatcher: partitions must be an int or a list of names, "
+                    f"got {partitions!r}"
+                ) from None
+            if not names:
+                raise ValueError("PartitionDispatcher: partitions must not be empty")
+            if len(set(names)) != len(names):
+                raise ValueError(f"PartitionDispatcher: partition names must be unique, got {names!r}")
+            if hash is None and not all(isinstance(p, int) for p in names):
+                raise ValueError(
+                    "PartitionDispatcher: when partitions are not all ints, pass hash= "
+                    "(a function event -> partition)"
+                )
+        if hash is not None and not callable(hash):
+            raise TypeError(f"PartitionDispatcher: hash must be callable, got {hash!r}")
+        self.names = names
+        if hash is None:
+            size = len(names)
+            hash = lambda event: names[event.__hash__() % size]  # noqa: E731
+        self._hash = hash
+        self._parts = {name: _Partition() for name in names}
+        self._by_sub: dict[Any, _Partition] = {}
+        self._waiting = 0
+        self._pending = 0
+        self.discarded = 0
+
+    def check_partition(self, partition: Any) -> None:
+        """Raise ValueError unless ``partition`` is known and has no consumer yet."""
+        if partition is None:
+            raise ValueError(
+                f"a consumer of a PartitionDispatcher must pass partition= (one of {self.names!r})"
+            )
+        part = self._parts.get(partition) if isinstance(partition, Hashable) else None
+        if part is None:
+            raise ValueError(f"partition must be one of {self.names!r}, got {partition!r}")
+        if part.sub is not None:
+            raise ValueError(f"partition {partition!r} is already taken")
+
+    def subscribe(self, sub: Any) -> None:
+        self.check_partition(sub.partition)
+        part = self._parts[sub.partition]
+        part.sub = sub
+        self._by_sub[sub] = part
+
+    def cancel(self, sub: Any) -> int:
+        part = self._by_sub.pop(sub, None)
+        if part is None:
+            return 0
+        part.sub = None
+        # Demand already passed upstream for it is not asked again; events queued for
+        # the partition stay there for its next consumer.
+        self._pending += part.demand
+        part.demand = 0
+        return 0
+
+    def ask(self, sub: Any, n: int) -> tuple[int, Deliveries]:
+        part = self._by_sub[sub]
+        deliveries: Deliveries = []
+        if part.queue:
+            k = min(n, len(part.queue))
+            deliveries.append((sub, part.queue[:k]))
+            part.queue = part.queue[k:]
+            part.demand += n - k
+        else:
+            part.demand += n
+        already_sent = min(self._pending, n)
+        self._pending -= already_sent
+        demand = n - already_sent
+        self._waiting += demand
+        return demand, deliveries
+
+    def dispatch(self, events: list) -> tuple[Deliveries, list, int]:
+        waiting = self._waiting
+        if not waiting or not events:
+            return [], events, 0
+        hash_fn = self._hash
+        parts = self._parts
+        buckets: dict[Any, list] = {}
+        discarded = 0
+        used = 0
+        index = 0
+        for event in events:
+            if used == waiting:
+                break
+            index += 1
+            partition = hash_fn(event)
+            if partition is None:
+                discarded += 1
+                continue
+            bucket = buckets.get(partition)
+            if bucket is None:
+                if partition not in parts:
+                    raise ValueError(
+                        f"hash returned unknown partition {partition!r} for event {event!r}; "
+                        f"the partitions are {self.names!r}"
+                    )
+                bucket = buckets[partition] = []
+            bucket.append(event)
+            used += 1
+        later = events[index:] if index < len(events) else []
+        self.discarded += discarded
+        self._waiting = waiting - used
+        deliveries: Deliveries = []
+        for partition, bucket in buckets.items():
+            part = parts[partition]
+            demand = part.demand
+            if part.queue or not demand:
+                part.queue.extend(bucket)
+            elif len(bucket) <= demand:
+                part.demand = demand - len(bucket)
+                deliveries.append((part.sub, bucket))
+            else:
+                part.demand = 0
+                deliveries.append((part.sub, bucket[:demand]))
+                part.queue.extend(bucket[demand:])
+        return deliveries, later, 0
+
+    def buffered(self) -> int:
+        return sum(len(p.queue) for p in self._parts.values())
+
+    def demand_of(self, sub: Any) -> int:
+        part = self._by_sub.get(sub)
+        return part.demand if part is not None else 0

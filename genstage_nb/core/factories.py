@@ -1,0 +1,106 @@
+"""Stages made from plain values: ``from_iterable`` and the function wrappers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Callable, Iterable
+from itertools import islice
+from typing import Any
+
+from .stage import Consumer, Producer, ProducerConsumer
+
+
+class IterableProducer(Producer):
+    """A producer of the items of an iterable (sync or async); finishes at its end."""
+
+    _default_name = "from_iterable"
+
+    def __init__(self, iterable: Iterable | AsyncIterable, **options: Any) -> None:
+        super().__init__(**options)
+        if isinstance(iterable, AsyncIterable):
+            self._aiter = aiter(iterable)
+            self.handle_demand = self._take_async  # type: ignore[method-assign]
+        elif isinstance(iterable, Iterable):
+            self._iter = iter(iterable)
+        else:
+            raise TypeError(
+                f"from_iterable: expected an iterable or async iterable, got {iterable!r}"
+            )
+
+    def handle_demand(self, demand: int) -> list:
+        events = list(islice(self._iter, demand))
+        if len(events) < demand:
+            self.finish()
+        return events
+
+    async def _take_async(self, demand: int) -> list:
+        events = []
+        source = self._aiter
+        for _ in range(demand):
+            try:
+                events.append(await anext(source))
+            except StopAsyncIteration:
+                self.finish()
+                break
+        return events
+
+
+def from_iterable(iterable: Iterable | AsyncIterable, **options: Any) -> Producer:
+    """A producer of the items of ``iterable`` (sync or async) that finishes when it is
+    exhausted. Options as for ``Producer``.
+
+    The iterator is created once, so a restarted stage goes on where it stopped.
+
+    >>> import genstage_nb as gs
+    >>> p = gs.Pipeline(); out = []
+    >>> _ = p.link(p.add(gs.from_iterable("abc")), p.add(gs.consumer(out.extend)))
+    >>> p.run_sync(); out
+    ['a', 'b', 'c']
+    """
+    return IterableProducer(iterable, **options)
+
+
+def _wrap(cls: type, hook: str, fn: Any, options: dict) -> Any:
+    if fn is None:
+        return lambda f: _wrap(cls, hook, f, options)
+    if not callable(fn):
+        raise TypeError(f"{cls.kind}: expected a function, got {fn!r}")
+    options.setdefault("name", getattr(fn, "__name__", None) or None)
+    if options["name"] == "<lambda>":
+        options["name"] = None
+    stage = cls(**options)
+    setattr(stage, hook, fn)
+    return stage
+
+
+def producer(fn: Callable[[int], Any] | None = None, /, **options: Any) -> Any:
+    """Wrap ``fn(demand) -> events`` as a producer (use as a call or a decorator).
+
+    >>> import genstage_nb as gs
+    >>> @gs.producer(buffer_size=100)
+    ... def ticks(demand):
+    ...     return ["tick"] * demand
+    >>> ticks.kind, ticks.name
+    ('producer', 'ticks')
+    """
+    return _wrap(Producer, "handle_demand", fn, options)
+
+
+def producer_consumer(fn: Callable[[list], Any] | None = None, /, **options: Any) -> Any:
+    """Wrap ``fn(events) -> events`` as a producer-consumer (call or decorator).
+
+    >>> import genstage_nb as gs
+    >>> gs.producer_consumer(lambda events: [e + 1 for e in events]).kind
+    'producer_consumer'
+    """
+    return _wrap(ProducerConsumer, "handle_events", fn, options)
+
+
+def consumer(fn: Callable[[list], Any] | None = None, /, **options: Any) -> Any:
+    """Wrap ``fn(events)`` as a consumer (call or decorator); its result is ignored.
+
+    >>> import genstage_nb as gs
+    >>> seen = []
+    >>> gs.consumer(seen.extend, name="collect").name
+    'collect'
+    """
+    return _wrap(Consumer, "handle_events", fn, options)

@@ -1,0 +1,664 @@
+"""The runtime of one stage: a mailbox served by one task, on anyio.
+
+Stages talk only by posting messages to each other's mailbox: ``ask`` and ``cancel``
+travel upstream, event lists and ends of stream travel downstream. A message is a
+``(handler, a, b)`` triple appended to a deque; the owner task serves its mailbox
+without awaiting between messages unless a hook is ``async``, and parks on an event
+only when the mailbox is empty. So a batch costs a couple of task switches, not one per
+event, and every rule of the protocol lives in the pure state machines (``demand.py``,
+``buffer.py``, ``dispatchers.py``) this module calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterable
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from .buffer import Buffer
+from .errors import Failure
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
+
+log = logging.getLogger("genstage_nb")
+
+# Kinds of entries in a producer-consumer's input queue.
+_EVENTS, _BATCHES, _CANCEL = 0, 1, 2
+# Messages served in a row before the task lets others run.
+_FAIRNESS = 256
+_NORMAL_REASONS = ("normal", "shutdown")
+
+
+class Counters:
+    """Hot-path counters of one stage: plain ints, read by the metrics sampler."""
+
+    __slots__ = (
+        "events_in",
+        "events_out",
+        "demand_in",
+        "demand_out",
+        "dropped",
+        "discarded",
+        "failed",
+        "batches",
+        "restarts",
+    )
+
+    def __init__(self) -> None:
+        for slot in self.__slots__:
+            setattr(self, slot, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        return {slot: getattr(self, slot) for slot in self.__slots__}
+
+
+class _Reply:
+    __slots__ = ("event", "value", "error")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+def as_events(stage_name: str, hook: str, result: Any) -> list:
+    """Turn a hook's result into a list of events, or raise TypeError naming the stage."""
+    if result.__class__ is list:
+        return result
+    if result is None:
+        return []
+    if isinstance(result, (str, bytes, bytearray, dict)) or not isinstance(result, Iterable):
+        raise TypeError(
+            f"stage {stage_name!r}: {hook} must return an iterable of events (e.g. a list) "
+            f"or None, got {type(result).__name__}: {result!r:.80}"
+        )
+    return list(result)
+
+
+class Process:
+    """Serves one stage's mailbox for one run of its pipeline."""
+
+    def __init__(self, stage: Any, supervisor: Any) -> None:
+        self.stage = stage
+        self.name = stage.name
+        self.kind = stage.kind
+        self.supervisor = supervisor
+        self.mailbox: deque = deque()
+        self._wakeup: anyio.Event | None = None
+        self.status = "idle"
+        self.running = False
+        self.stopped = False
+        self.stop_reason: Any = None
+        self.counters = Counters()
+        self.current: list = []
+        self.current_hook = ""
+        self.producing = hasattr(stage, "emit")
+        self.pc = self.kind == "producer_consumer"
+        self.concurrent = hasattr(stage, "handle_event")
+        # Producer side.
+        self.consumers: dict[Subscription, None] = {}
+        if self.producing:
+            self.dispatcher = stage._new_dispatcher()
+            self.buffer = Buffer(stage.buffer_size, stage.buffer_keep)
+        self.accumulating = getattr(stage, "_demand_mode", "forward") == "accumulate"
+        self.accumulated: list[tuple[str, Any]] = []
+        self.finishing = False
+        # Consumer side.
+        self.producers: dict[Subscription, None] = {}
+        self.pc_queue: deque = deque()
+        self.pc_demand = 0
+        self._task_group: Any = None
+        self._in_flight: dict[Subscription, list[int]] = {}  # concurrent: [done, running]
+
+    # -- posting -------------------------------------------------------------------
+
+    def post(self, handler: Any, a: Any = None, b: Any = None) -> None:
+        if self.stopped:
+            self._dead_letter(handler, a, b)
+            return
+        self.mailbox.append((handler, a, b))
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    def post_ask(self, sub: Subscription, n: int) -> None:
+        self.post(self._on_ask, sub, n)
+
+    def post_info(self, message: Any) -> None:
+        self.post(self._on_info, message)
+
+    async def call(self, request: Any) -> Any:
+        if self.stopped:
+            raise RuntimeError(f"stage {self.name!r} is not running (status {self.status!r})")
+        reply = _Reply()
+        self.post(self._on_call, request, reply)
+        await reply.event.wait()
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    def _dead_letter(self, handler: Any, a: Any, b: Any) -> None:
+        """A message for a stage that has stopped."""
+        func = getattr(handler, "__func__", None)
+        if func is Process._on_subscribe:
+            # A consumer subscribed to a stage that has already ended.
+            sub = a
+            sub._to.post(sub._to._on_cancel, sub, self.stop_reason)
+        elif func is Process._on_events:
+            log.warning(
+                "stage %r has stopped; %d events sent to it were not handled", self.name, len(b)
+            )
+            self.counters.discarded += len(b)
+        elif func is Process._on_call:
+            b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
+            b.event.set()
+
+    # -- the task ------------------------------------------------------------------
+
+    async def main(self) -> None:
+        """Run the stage until it ends: init, serve, restart on failure if allowed."""
+        stage = self.stage
+        restarts: deque[float] = deque()
+        self.running = True
+        try:
+            while True:
+                self.status = "running"
+                try:
+                    if self.concurrent:
+                        async with anyio.create_task_group() as tg:
+                            self._task_group = tg
+                            await self._start()
+                            await self._serve()
+                    else:
+                        await self._start()
+                        await self._serve()
+                    self.status = "done"
+                    return
+                except Exception as error:
+                    exc = _first_leaf(error)
+                    restarted = self._may_restart(restarts)
+                    self._record_failure(exc, restarted)
+                    if restarted:
+                        self.status = "restarting"
+                        self.counters.restarts += 1
+                        await checkpoint()
+                        continue
+                    self.status = "failed"
+                    self._terminate(exc)
+                    self.supervisor.stage_failed(self, exc)
+                    return
+        finally:
+            self.running = False
+            self._task_group = None
+            if self.status in ("running", "restarting", "idle"):
+                self.status = "done"
+            if not self.stopped:
+                self.stopped = True
+                self.stop_reason = "shutdown"
+            end = getattr(stage, "_gs_ended", None)
+            if end is not None:
+                end(self)
+            self.supervisor.stage_ended(self)
+
+    async def _start(self) -> None:
+        self.current = []
+        self.current_hook = "init"
+        await self._hook(self.stage.init)
+        self.current_hook = ""
+        # On a restart the subscriptions are still live: only new ones are announced.
+        for sub in list(self.producers):
+            if not sub.active:
+                await self._subscribe_upstream(sub)
+
+    async def _serve(self) -> None:
+        mailbox = self.mailbox
+        served = 0
+        while not self.stopped:
+            if mailbox:
+                handler, a, b = mailbox.popleft()
+                await handler(a, b)
+                if self.finishing and not self.stopped:
+                    self._check_finished()
+                served += 1
+                if served == _FAIRNESS:
+                    served = 0
+                    await checkpoint()
+            else:
+                wakeup = self._wakeup = anyio.Event()
+                await wakeup.wait()
+
+    def _may_restart(self, restarts: deque[float]) -> bool:
+        stage = self.stage
+        if stage.restart == "temporary" or self.stopped:
+            return False
+        now = time.monotonic()
+        while restarts and now - restarts[0] > stage.max_seconds:
+            restarts.popleft()
+        if len(restarts) >= stage.max_restarts:
+            return False
+        restarts.append(now)
+        return True
+
+    def _record_failure(self, exc: BaseException, restarted: bool) -> None:
+        self.counters.failed += len(self.current)
+        failure = Failure(
+            self.name, exc, list(self.current), hook=self.current_hook, restarted=restarted
+        )
+        self.current = []
+        self.supervisor.record_failure(self, failure)
+        log.error(
+            "stage %r failed in %s%s:\n%s",
+            self.name,
+            failure.hook or "a hook",
+            " (restarting)" if restarted else "",
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+
+    def _terminate(self, reason: Any) -> None:
+        """Stop serving and tell every linked stage why."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.stop_reason = reason
+        for sub in list(self.consumers):
+            sub._to.post(sub._to._on_cancel, sub, reason)
+        self.consumers.clear()
+        for sub in list(self.producers):
+            sub._from.post(sub._from._on_cancel_up, sub, reason)
+        self.producers.clear()
+        # Events still waiting in the mailbox will never be handled.
+        for handler, a, b in self.mailbox:
+            if getattr(handler, "__func__", None) is Process._on_events:
+                self.counters.discarded += len(b)
+            elif getattr(handler, "__func__", None) is Process._on_call:
+                b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
+                b.event.set()
+        self.mailbox.clear()
+
+    async def _hook(self, fn: Any, *args: Any) -> Any:
+        result = fn(*args)
+        if result is not None and result.__class__ is not list and isawaitable(result):
+            result = await result
+        return result
+
+    # -- subscribing ---------------------------------------------------------------
+
+    async def _subscribe_upstream(self, sub: Subscription) -> None:
+        """Consumer side of a new subscription: announce it, then ask (automatic)."""
+        producer = sub._from
+        producer.post(producer._on_subscribe, sub)
+        sub.active = True
+        self.current_hook = "handle_subscribe"
+        mode = await self._hook(self.stage.handle_subscribe, sub)
+        self.current_hook = ""
+        if mode == "manual":
+            sub._demand.manual = True
+        elif not sub._demand.manual:
+            n = sub._demand.initial_ask()
+            self.counters.demand_out += n
+            producer.post(producer._on_ask, sub, n)
+
+    async def _on_link(self, sub: Subscription, _: Any) -> None:
+        self.producers[sub] = None
+        await self._subscribe_upstream(sub)
+
+    async def _on_unlink(self, sub: Subscription, reason: Any) -> None:
+        if sub in self.producers:
+            del self.producers[sub]
+            sub.active = False
+            sub._from.post(sub._from._on_cancel_up, sub, reason)
+            await self._hook(self.stage.handle_cancel, sub, reason)
+
+    async def _on_subscribe(self, sub: Subscription, _: Any) -> None:
+        self.current_hook = "handle_subscribe"
+        await self._hook(self.stage.handle_subscribe, sub)
+        self.current_hook = ""
+        self.consumers[sub] = None
+        self.dispatcher.subscribe(sub)
+
+    # -- producer side -------------------------------------------------------------
+
+    async def _on_ask(self, sub: Subscription, n: int) -> None:
+        if sub not in self.consumers:
+            return
+        self.counters.demand_in += n
+        demand, deliveries = self.dispatcher.ask(sub, n)
+        if deliveries:
+            self._send(deliveries)
+        await self._on_demand(demand)
+
+    async def _on_self_demand(self, demand: int, _: Any) -> None:
+        await self._on_demand(demand)
+
+    async def _on_demand(self, demand: int) -> None:
+        """New demand for this producer (GenStage's handle_dispatcher_result)."""
+        if self.pc:
+            self.pc_demand += demand
+            self._take_from_buffer(self.pc_demand)
+            await self._take_pc_events()
+            return
+        demand = self._take_from_buffer(demand)
+        if demand > 0 and not self.finishing:
+            if self.accumulating:
+                self.accumulated.append(("demand", demand))
+            else:
+                await self._handle_demand(demand)
+
+    async def _handle_demand(self, demand: int) -> None:
+        self.current_hook = "handle_demand"
+        result = await self._hook(self.stage.handle_demand, demand)
+        self.current_hook = ""
+        events = as_events(self.name, "handle_demand", result)
+        if events:
+            self._dispatch(events)
+
+    def _take_from_buffer(self, demand: int) -> int:
+        if demand <= 0 or not len(self.buffer):
+            return demand
+        events = self.buffer.take(demand)
+        self._dispatch(events)
+        return demand - len(events)
+
+    def emit(self, events: Any, hook: str) -> None:
+        events = as_events(self.name, hook, events)
+        if events:
+            self._dispatch(events)
+
+    def _dispatch(self, events: list) -> None:
+        """Hand events to the dispatcher; buffer what nobody can take yet."""
+        if self.accumulating and not self.pc:
+            self.accumulated.append(("dispatch", events))
+            return
+        self.current = events
+        deliveries, leftover, extra = self.dispatcher.dispatch(events)
+        self.current = []
+        if deliveries:
+            self._send(deliveries)
+        if self.pc:
+            sent = len(events) - len(leftover)
+            self.pc_demand = self.pc_demand - sent if self.pc_demand > sent else 0
+        if leftover:
+            dropped = self.buffer.store(leftover)
+            if dropped:
+                self.counters.dropped += dropped
+                log.warning(
+                    "stage %r discarded %d events from its buffer (buffer_size=%s, "
+                    "buffer_keep=%r)",
+                    self.name,
+                    dropped,
+                    self.buffer.size,
+                    self.buffer.keep,
+                )
+        if extra:
+            self.post(self._on_self_demand, extra)
+
+    def _send(self, deliveries: list) -> None:
+        counters = self.counters
+        for sub, events in deliveries:
+            counters.events_out += len(events)
+            to = sub._to
+            to.post(to._on_events, sub, events)
+
+    async def _on_cancel_up(self, sub: Subscription, reason: Any) -> None:
+        """A consumer left (unlinked, stopped or failed)."""
+        if sub not in self.consumers:
+            return
+        del self.consumers[sub]
+        await self._hook(self.stage.handle_cancel, sub, reason)
+        demand = self.dispatcher.cancel(sub)
+        if demand:
+            await self._on_demand(demand)
+
+    def finish(self) -> None:
+        self.finishing = True
+
+    def _check_finished(self) -> None:
+        if self.kind == "consumer":
+            return
+        if self.pc and self.pc_queue:
+            return
+        if len(self.buffer) or self.dispatcher.buffered():
+            return
+        if any(kind == "dispatch" for kind, _ in self.accumulated):
+            return
+        self._terminate("normal")
+
+    def buffered(self) -> int:
+        if not self.producing:
+            return 0
+        held = sum(len(e) for kind, e in self.accumulated if kind == "dispatch")
+        return len(self.buffer) + self.dispatcher.buffered() + held
+
+    def set_demand_mode(self, mode: str) -> None:
+        self.post(self._on_demand_mode, mode)
+
+    async def _on_demand_mode(self, mode: str, _: Any) -> None:
+        if mode == "accumulate":
+            self.accumulating = True
+            return
+        self.accumulating = False
+        pending, self.accumulated = self.accumulated, []
+        for kind, value in pending:
+            if kind == "dispatch":
+                self._dispatch(value)
+            else:
+                await self._on_demand(value)
+
+    # -- consumer side -------------------------------------------------------------
+
+    async def _on_events(self, sub: Subscription, events: list) -> None:
+        self.counters.events_in += len(events)
+        if self.pc:
+            self.pc_queue.append((_EVENTS, sub, events))
+            await self._take_pc_events()
+        elif self.concurrent:
+            self._start_events(sub, events)
+        else:
+            await self._consume(sub, sub._demand.split(events))
+
+    async def _on_batches(self, sub: Subscription, batches: list) -> None:
+        await self._consume(sub, batches)
+
+    async def _consume(self, sub: Subscription, batches: list) -> None:
+        """Hand batches to handle_events, asking upstream after each as GenStage does."""
+        handle_events = self.stage.handle_events
+        counters = self.counters
+        for i, (batch, ask) in enumerate(batches):
+            self.current = batch
+            self.current_hook = "handle_events"
+            try:
+                result = handle_events(batch)
+                if result is not None and result.__class__ is not list and isawaitable(result):
+                    result = await result
+                if self.pc:
+                    out = as_events(self.name, "handle_events", result)
+                    if out:
+                        self._dispatch(out)
+            except Exception:
+                # The failed batch goes to the failure record; its demand is asked
+                # again so the flow goes on, and the batches after it stay queued.
+                if ask:
+                    self._ask_upstream(sub, ask)
+                rest = batches[i + 1 :]
+                if rest:
+                    if self.pc:
+                        self.pc_queue.appendleft((_BATCHES, sub, rest))
+                    else:
+                        self.mailbox.appendleft((self._on_batches, sub, rest))
+                raise
+            counters.batches += 1
+            if ask:
+                self._ask_upstream(sub, ask)
+        self.current = []
+        self.current_hook = ""
+
+    def _ask_upstream(self, sub: Subscription, n: int) -> None:
+        if sub in self.producers:
+            self.counters.demand_out += n
+            producer = sub._from
+            producer.post(producer._on_ask, sub, n)
+
+    async def _take_pc_events(self) -> None:
+        """Handle queued input while downstream demand lasts (GenStage's take_pc_events)."""
+        queue = self.pc_queue
+        while self.pc_demand > 0 and queue:
+            kind, sub, payload = queue.popleft()
+            if kind == _EVENTS:
+                await self._consume(sub, sub._demand.split(payload))
+            elif kind == _BATCHES:
+                await self._consume(sub, payload)
+            else:
+                await self._invoke_cancel(sub, payload)
+                if self.stopped:
+                    return
+
+    async def _on_cancel(self, sub: Subscription, reason: Any) -> None:
+        """The producer of ``sub`` ended or went away (GenStage's consumer_cancel)."""
+        if sub not in self.producers:
+            return
+        del self.producers[sub]
+        sub.active = False
+        if self.pc and self.pc_queue:
+            self.pc_queue.append((_CANCEL, sub, reason))
+            return
+        await self._invoke_cancel(sub, reason)
+
+    async def _invoke_cancel(self, sub: Subscription, reason: Any) -> None:
+        await self._hook(self.stage.handle_cancel, sub, reason)
+        normal = isinstance(reason, str) and reason in _NORMAL_REASONS
+        if normal:
+            # Completion: a stage ends when its last permanent producer has ended
+            # (during Pipeline.stop, when its last producer has ended).
+            stopping = self.supervisor.stopping
+            if sub.cancel == "permanent" or stopping:
+                live = [
+                    s for s in self.producers if s.active and (stopping or s.cancel == "permanent")
+                ]
+                if not live:
+                    self._complete()
+            return
+        if sub.cancel in ("permanent", "transient"):
+            log.info(
+                "stage %r is stopping after its producer %r ended with: %r",
+                self.name,
+                sub.producer.name,
+                reason,
+            )
+            self._terminate(reason)
+
+    def _complete(self) -> None:
+        if self.producing:
+            self.finishing = True
+            self._check_finished()
+        elif self.concurrent:
+            self._terminate("normal")
+        else:
+            self._terminate("normal")
+
+    # -- concurrent consumer -------------------------------------------------------
+
+    def _start_events(self, sub: Subscription, events: list) -> None:
+        state = self._in_flight.setdefault(sub, [0, 0])
+        state[1] += len(events)
+        for event in events:
+            self._task_group.start_soon(self._run_event, sub, event)
+
+    async def _run_event(self, sub: Subscription, event: Any) -> None:
+        try:
+            await self._hook(self.stage.handle_event, event)
+        except Exception as exc:
+            if self.stopped:
+                # The stage already ended: record the failure here.
+                self.current, self.current_hook = [event], "handle_event"
+                self._record_failure(exc, False)
+                self.supervisor.stage_failed(self, exc)
+            else:
+                self.post(self._on_event_failed, exc, event)
+            return
+        self.post(self._on_event_done, sub)
+
+    async def _on_event_done(self, sub: Subscription, _: Any) -> None:
+        self.counters.batches += 1
+        state = self._in_flight[sub]
+        state[0] += 1
+        state[1] -= 1
+        # ConsumerSupervisor's rule: ask once min_demand handlers have finished.
+        if state[0] >= max(sub.min_demand, 1) and not sub._demand.manual:
+            n, state[0] = state[0], 0
+            sub._demand.pending += n
+            self._ask_upstream(sub, n)
+
+    async def _on_event_failed(self, exc: BaseException, event: Any) -> None:
+        self.current = [event]
+        self.current_hook = "handle_event"
+        raise exc
+
+    # -- messages from outside -----------------------------------------------------
+
+    async def _on_info(self, message: Any, _: Any) -> None:
+        self.current_hook = "handle_info"
+        await self._hook(self.stage.handle_info, message)
+        self.current_hook = ""
+
+    async def _on_call(self, request: Any, reply: _Reply) -> None:
+        handle_call = self.stage.handle_call
+        self.current_hook = "handle_call"
+        try:
+            if getattr(handle_call, "__func__", None) is _base_handle_call():
+                reply.error = NotImplementedError(
+                    f"stage {self.name!r} does not define handle_call"
+                )
+                return
+            reply.value = await self._hook(handle_call, request)
+        except Exception as exc:
+            reply.error = exc
+            raise
+        finally:
+            self.current_hook = ""
+            reply.event.set()
+
+    def request_stop(self) -> None:
+        """Pipeline.stop: a producer stops making events and finishes."""
+        self.post(self._on_stop_request)
+
+    async def _on_stop_request(self, _: Any, __: Any) -> None:
+        if self.kind == "producer":
+            self.finishing = True
+            self.accumulating = False
+            pending, self.accumulated = self.accumulated, []
+            for kind, value in pending:
+                if kind == "dispatch":
+                    self._dispatch(value)
+        elif not self.producers:
+            self._complete()
+
+    def outstanding_demand(self) -> int:
+        """Demand asked of this stage by its consumers and not yet served."""
+        if not self.producing:
+            return 0
+        return sum(self.dispatcher.demand_of(sub) for sub in self.consumers)
+
+
+def _base_handle_call() -> Any:
+    from .stage import Stage
+
+    return Stage.handle_call
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    exc = error
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+__all__ = ["Counters", "Process", "as_events"]

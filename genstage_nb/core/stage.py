@@ -1,0 +1,366 @@
+"""The stage kinds users subclass: Producer, ProducerConsumer, Consumer, ConcurrentConsumer.
+
+A stage is a plain object with hooks; the runtime (``process.py``) calls them. Hooks may
+be plain functions or ``async def``. Options are given at construction and checked at
+once: a bad value raises ``ValueError`` or ``TypeError`` naming the stage and the option.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .dispatchers import BroadcastDispatcher, DemandDispatcher, PartitionDispatcher
+
+if TYPE_CHECKING:
+    from .process import Process
+
+log = logging.getLogger("genstage_nb")
+
+RESTART_MODES = ("permanent", "transient", "temporary")
+DEMAND_MODES = ("forward", "accumulate")
+DISPATCHERS = (DemandDispatcher, BroadcastDispatcher, PartitionDispatcher)
+PRODUCER_BUFFER_SIZE = 10_000
+
+_COMMON = {"name", "restart", "max_restarts", "max_seconds"}
+_PRODUCING = _COMMON | {"buffer_size", "buffer_keep", "dispatcher"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Stage:
+    """Base of every stage kind; subclass ``Producer``, ``ProducerConsumer``,
+    ``Consumer`` or ``ConcurrentConsumer`` instead.
+
+    Options (keywords; a subclass's ``__init__`` passes them on with
+    ``super().__init__(**options)``):
+
+    - ``name``: the stage's name in its pipeline (default: from ``Pipeline.add`` or the
+      class name).
+    - ``restart``: ``"temporary"`` (default: never restarted), ``"transient"`` or
+      ``"permanent"`` (restarted after a failure, running ``init()`` again).
+    - ``max_restarts`` (default 3) within ``max_seconds`` (default 5.0): more restarts
+      than that and the stage fails for good (OTP's intensity rule).
+
+    Producers and producer-consumers also take ``buffer_size`` (producers: 10_000,
+    producer-consumers: ``None``, unbounded), ``buffer_keep`` (``"last"`` drops the
+    oldest events on overflow, ``"first"`` the newest) and ``dispatcher`` (a
+    ``DemandDispatcher`` by default; a dispatcher instance or class). Producers also
+    take ``demand`` (``"forward"`` or ``"accumulate"``).
+    """
+
+    kind = "stage"
+    _options: frozenset = frozenset(_COMMON)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Stage:
+        self = super().__new__(cls)
+        # Defaults first, so that a subclass whose __init__ forgets super().__init__()
+        # still works.
+        self._configure({})
+        self._process = None
+        self._pipeline = None
+        return self
+
+    def __init__(self, **options: Any) -> None:
+        self._configure(options)
+
+    # -- options -------------------------------------------------------------------
+
+    def _configure(self, options: dict) -> None:
+        label = options.get("name") or type(self).__name__
+        unknown = set(options) - self._options
+        if unknown:
+            allowed = ", ".join(sorted(self._options))
+            raise TypeError(
+                f"stage {label!r}: unknown option {sorted(unknown)[0]!r} for a {self.kind} "
+                f"(options: {allowed})"
+            )
+        name = options.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"stage {label!r}: name must be a non-empty str, got {name!r}")
+        restart = options.get("restart", "temporary")
+        if restart not in RESTART_MODES:
+            raise ValueError(
+                f"stage {label!r}: restart must be one of {RESTART_MODES}, got {restart!r}"
+            )
+        max_restarts = options.get("max_restarts", 3)
+        if not _is_int(max_restarts) or max_restarts < 0:
+            raise ValueError(
+                f"stage {label!r}: max_restarts must be an int >= 0, got {max_restarts!r}"
+            )
+        max_seconds = options.get("max_seconds", 5.0)
+        if not isinstance(max_seconds, (int, float)) or isinstance(max_seconds, bool) or not (
+            max_seconds > 0
+        ):
+            raise ValueError(
+                f"stage {label!r}: max_seconds must be a number > 0, got {max_seconds!r}"
+            )
+        self._name = name
+        self.restart = restart
+        self.max_restarts = max_restarts
+        self.max_seconds = float(max_seconds)
+        if "dispatcher" in self._options:
+            default_size = PRODUCER_BUFFER_SIZE if self.kind == "producer" else None
+            size = options.get("buffer_size", default_size)
+            if size is not None and (not _is_int(size) or size < 0):
+                raise ValueError(
+                    f"stage {label!r}: buffer_size must be an int >= 0 or None (unbounded), "
+                    f"got {size!r}"
+                )
+            keep = options.get("buffer_keep", "last")
+            if keep not in ("first", "last"):
+                raise ValueError(
+                    f"stage {label!r}: buffer_keep must be 'first' or 'last', got {keep!r}"
+                )
+            self.buffer_size = size
+            self.buffer_keep = keep
+            self.dispatcher = self._check_dispatcher(label, options.get("dispatcher"))
+        if "demand" in self._options:
+            demand = options.get("demand", "forward")
+            if demand not in DEMAND_MODES:
+                raise ValueError(
+                    f"stage {label!r}: demand must be 'forward' or 'accumulate', got {demand!r}"
+                )
+            self._demand_mode = demand
+
+    @staticmethod
+    def _check_dispatcher(label: str, dispatcher: Any) -> Any:
+        if dispatcher is None:
+            return DemandDispatcher
+        if dispatcher is PartitionDispatcher:
+            raise ValueError(
+                f"stage {label!r}: dispatcher PartitionDispatcher needs its partitions: pass "
+                f"PartitionDispatcher(partitions=N)"
+            )
+        if isinstance(dispatcher, type):
+            needed = ("subscribe", "cancel", "ask", "dispatch", "buffered", "demand_of")
+            if all(hasattr(dispatcher, m) for m in needed):
+                return dispatcher
+        elif all(
+            hasattr(dispatcher, m)
+            for m in ("subscribe", "cancel", "ask", "dispatch", "buffered", "demand_of")
+        ):
+            return dispatcher
+        raise TypeError(
+            f"stage {label!r}: dispatcher must be DemandDispatcher, BroadcastDispatcher, "
+            f"PartitionDispatcher(partitions=...) or another Dispatcher, got {dispatcher!r}"
+        )
+
+    def _new_dispatcher(self) -> Any:
+        d = self.dispatcher
+        if isinstance(d, type):
+            return d()
+        # A dispatcher instance is a template: each run starts from a fresh copy.
+        if isinstance(d, PartitionDispatcher):
+            return PartitionDispatcher(d.names, d._hash)
+        return d
+
+    # -- what a stage is -------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The stage's name (set by ``Pipeline.add``)."""
+        return self._name
+
+    def __repr__(self) -> str:
+        status = self._process.status if self._process is not None else "idle"
+        return f"<{type(self).__name__} {self._name!r} {self.kind} {status}>"
+
+    # -- hooks (override the ones you need) -------------------------------------------
+
+    def init(self) -> Any:
+        """Set up state; called on every (re)start. May be ``async``."""
+
+    def handle_subscribe(self, subscription: Any) -> Any:
+        """A subscription was made (this stage is its producer or its consumer).
+
+        A consumer returns ``"manual"`` to ask for events itself with
+        ``subscription.ask(n)``; anything else means automatic demand.
+        """
+
+    def handle_cancel(self, subscription: Any, reason: Any) -> Any:
+        """A subscription ended; ``reason`` is ``"normal"``, ``"shutdown"``,
+        ``"unlinked"`` or the exception that failed the other stage."""
+
+    def handle_info(self, message: Any) -> Any:
+        """A message sent with ``stage.send(message)``."""
+        log.warning("stage %r has no handle_info; message dropped: %r", self._name, message)
+
+    def handle_call(self, request: Any) -> Any:
+        """Answer ``await stage.call(request)``; the return value is the reply."""
+        raise NotImplementedError(f"stage {self._name!r} does not define handle_call")
+
+    # -- from outside ----------------------------------------------------------------
+
+    def send(self, message: Any) -> None:
+        """Deliver ``message`` to ``handle_info`` (asynchronously, in order)."""
+        self._running_process("send").post_info(message)
+
+    async def call(self, request: Any) -> Any:
+        """Call ``handle_call(request)`` inside the stage and return its reply."""
+        return await self._running_process("call").call(request)
+
+    def _running_process(self, what: str) -> Process:
+        proc = self._process
+        if proc is None:
+            raise RuntimeError(
+                f"stage {self._name!r}: {what}() needs the stage to be in a pipeline"
+            )
+        return proc
+
+    @staticmethod
+    def _is_async(fn: Any) -> bool:
+        return inspect.iscoroutinefunction(fn)
+
+
+class _Producing(Stage):
+    """What producers and producer-consumers share: emit, finish, buffered."""
+
+    _options = frozenset(_PRODUCING)
+
+    def emit(self, events: Any) -> None:
+        """Send ``events`` downstream as far as demand allows; buffer the rest.
+
+        May be called from any hook (and from ``init``).
+        """
+        self._running_process("emit").emit(events, "emit")
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting in this stage's buffer (GenStage's estimate_buffered_count)."""
+        proc = self._process
+        return proc.buffered() if proc is not None else 0
+
+
+class Producer(_Producing):
+    """A source of events: ``handle_demand(demand)`` returns up to ``demand`` events.
+
+    Return an iterable of events (or ``None`` for none yet: emit them later with
+    ``self.emit``). Call ``self.finish()`` when the stream has ended: what is buffered is
+    still delivered, then the consumers see the end with reason ``"normal"``.
+
+    >>> import genstage_nb as gs
+    >>> class Count(gs.Producer):
+    ...     def init(self):
+    ...         self.n = 0
+    ...     def handle_demand(self, demand):
+    ...         events = list(range(self.n, min(self.n + demand, 5)))
+    ...         self.n += len(events)
+    ...         if self.n == 5:
+    ...             self.finish()
+    ...         return events
+    >>> p = gs.Pipeline()
+    >>> seen = []
+    >>> _ = p.link(p.add(Count()), p.add(gs.consumer(seen.extend)))
+    >>> p.run_sync(); seen
+    [0, 1, 2, 3, 4]
+    """
+
+    kind = "producer"
+    _options = frozenset(_PRODUCING | {"demand"})
+
+    def handle_demand(self, demand: int) -> Any:
+        """Return up to ``demand`` events (an iterable), or ``None``."""
+
+    def finish(self) -> None:
+        """End the stream: deliver the buffer, then cancel the consumers normally."""
+        self._running_process("finish").finish()
+
+    @property
+    def demand_mode(self) -> str:
+        """``"forward"`` (demand goes to ``handle_demand`` as it comes) or
+        ``"accumulate"`` (demand is stored until set back to ``"forward"``)."""
+        proc = self._process
+        if proc is not None and proc.running:
+            return "accumulate" if proc.accumulating else "forward"
+        return self._demand_mode
+
+    @demand_mode.setter
+    def demand_mode(self, mode: str) -> None:
+        if mode not in DEMAND_MODES:
+            raise ValueError(
+                f"stage {self._name!r}: demand_mode must be 'forward' or 'accumulate', "
+                f"got {mode!r}"
+            )
+        proc = self._process
+        if proc is not None and proc.running:
+            proc.set_demand_mode(mode)
+        else:
+            self._demand_mode = mode
+
+
+class ProducerConsumer(_Producing):
+    """A transform: ``handle_events(events)`` returns the events to send downstream.
+
+    It asks upstream only as far as its downstream demand allows: events arrive, are
+    handled in batches, and the results wait in its buffer (unbounded by default)
+    until asked for.
+
+    >>> import genstage_nb as gs
+    >>> class Double(gs.ProducerConsumer):
+    ...     def handle_events(self, events):
+    ...         return [2 * e for e in events]
+    >>> p = gs.Pipeline(); out = []
+    >>> src = p.add(gs.from_iterable([1, 2, 3]))
+    >>> dbl = p.add(Double()); _ = p.link(src, dbl)
+    >>> _ = p.link(dbl, p.add(gs.consumer(out.extend)))
+    >>> p.run_sync(); out
+    [2, 4, 6]
+    """
+
+    kind = "producer_consumer"
+
+    def handle_events(self, events: list) -> Any:
+        """Return the events to send downstream (an iterable, or ``None``)."""
+        return events
+
+
+class Consumer(Stage):
+    """A sink: ``handle_events(events)`` gets batches of at most
+    ``max_demand - min_demand`` events; its return value is ignored.
+
+    >>> import genstage_nb as gs
+    >>> class Total(gs.Consumer):
+    ...     def init(self):
+    ...         self.total = 0
+    ...     def handle_events(self, events):
+    ...         self.total += sum(events)
+    >>> p = gs.Pipeline(); t = Total()
+    >>> _ = p.link(p.add(gs.from_iterable(range(101))), p.add(t))
+    >>> p.run_sync(); t.total
+    5050
+    """
+
+    kind = "consumer"
+
+    def handle_events(self, events: list) -> Any:
+        """Handle a batch of events."""
+
+
+class ConcurrentConsumer(Stage):
+    """A sink that runs ``async def handle_event(self, event)`` for each event
+    concurrently, at most ``max_demand`` at once per subscription (GenStage's
+    ConsumerSupervisor). It asks for more as handlers finish: once ``min_demand`` of
+    them have finished (at least one).
+
+    >>> import genstage_nb as gs, anyio
+    >>> class Fetch(gs.ConcurrentConsumer):
+    ...     def init(self):
+    ...         self.done = set()
+    ...     async def handle_event(self, event):
+    ...         await anyio.sleep(0)
+    ...         self.done.add(event)
+    >>> p = gs.Pipeline(); f = Fetch()
+    >>> _ = p.link(p.add(gs.from_iterable(range(10))), p.add(f), max_demand=3)
+    >>> p.run_sync(); sorted(f.done)
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
+
+    kind = "consumer"
+
+    async def handle_event(self, event: Any) -> Any:
+        """Handle one event (runs concurrently with the others)."""
+        raise NotImplementedError(f"stage {self._name!r} does not define handle_event")

@@ -1,0 +1,436 @@
+"""``Pipeline``: stages held as a networkx graph, linked, run and supervised.
+
+The graph's nodes are stage names (attributes ``stage`` and ``kind``), its edges carry
+the ``subscription``. ``run()`` starts one task per stage in an anyio task group and
+returns when every stage has stopped; ``start()`` does the same in the background of a
+running asyncio loop (a notebook kernel). Failures are recorded per stage; a stage that
+fails for good stops the pipeline (``on_failure="stop"``) or only its subscribers react
+(``on_failure="continue"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+import networkx as nx
+
+from .core.dispatchers import BroadcastDispatcher, PartitionDispatcher
+from .core.errors import Failure, PipelineError
+from .core.process import Process
+from .core.stage import Stage
+from .core.subscription import Subscription
+
+log = logging.getLogger("genstage_nb")
+
+ON_FAILURE = ("stop", "continue")
+
+
+class Pipeline:
+    """A graph of stages, run as one unit.
+
+    >>> import genstage_nb as gs
+    >>> p = gs.Pipeline()
+    >>> src = p.add(gs.from_iterable(range(5)), name="numbers")
+    >>> dbl = p.add(gs.producer_consumer(lambda events: [2 * e for e in events]), name="double")
+    >>> out = []
+    >>> sink = p.add(gs.consumer(out.extend), name="sink")
+    >>> _ = p.link(src, dbl, max_demand=2)
+    >>> _ = p.link(dbl, sink)
+    >>> p.run_sync()
+    >>> out, p.status
+    ([0, 2, 4, 6, 8], {'numbers': 'done', 'double': 'done', 'sink': 'done'})
+
+    Options: ``name``; ``on_failure`` (``"stop"``: a stage that fails for good stops the
+    whole pipeline and ``run()`` raises ``PipelineError``; ``"continue"``: only its
+    subscribers react, by their cancel mode, and ``run()`` raises at the end);
+    ``metrics_interval`` (seconds between metric samples, default 0.25).
+    """
+
+    def __init__(
+        self, name: str | None = None, *, on_failure: str = "stop", metrics_interval: float = 0.25
+    ) -> None:
+        if on_failure not in ON_FAILURE:
+            raise ValueError(
+                f"Pipeline: on_failure must be 'stop' or 'continue', got {on_failure!r}"
+            )
+        if (
+            not isinstance(metrics_interval, (int, float))
+            or isinstance(metrics_interval, bool)
+            or not metrics_interval > 0
+        ):
+            raise ValueError(
+                f"Pipeline: metrics_interval must be a number of seconds > 0, "
+                f"got {metrics_interval!r}"
+            )
+        self.name = name
+        self.on_failure = on_failure
+        self.metrics_interval = float(metrics_interval)
+        self._graph = nx.DiGraph()
+        self._procs: dict[str, Process] = {}
+        self.failures: dict[str, list[Failure]] = {}
+        self.stopping = False
+        self._running = False
+        self._tg: Any = None
+        self._fatal: dict[str, BaseException] = {}
+        self._first_fatal: BaseException | None = None
+        self._alive = 0
+        self._ended: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._stop_timeout: float | None = 5.0
+        self._background: Any = None
+        self.error: PipelineError | None = None
+
+    # -- building ------------------------------------------------------------------
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The stages and subscriptions as a ``networkx.DiGraph`` (do not mutate)."""
+        return self._graph
+
+    @property
+    def stages(self) -> dict[str, Stage]:
+        """Stage name -> stage, in the order they were added."""
+        return {name: data["stage"] for name, data in self._graph.nodes(data=True)}
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription (edge) of the pipeline."""
+        return [data["subscription"] for _, _, data in self._graph.edges(data=True)]
+
+    def add(self, stage: Stage, name: str | None = None) -> Stage:
+        """Add ``stage`` under a unique ``name`` (default: its ``name`` option or its class
+        name) and return it. Works before and while the pipeline runs."""
+        if not isinstance(stage, Stage):
+            raise TypeError(
+                f"Pipeline.add: expected a stage (Producer, ProducerConsumer, Consumer or "
+                f"ConcurrentConsumer), got {stage!r}"
+            )
+        if stage._pipeline is not None:
+            raise ValueError(f"stage {stage.name!r} is already in a pipeline")
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"Pipeline.add: name must be a non-empty str, got {name!r}")
+        elif stage._name is not None:
+            name = stage._name
+        else:
+            name = self._default_name(stage)
+        if name in self._graph:
+            raise ValueError(f"Pipeline.add: duplicate stage name {name!r}")
+        stage._name = name
+        stage._pipeline = self
+        self._graph.add_node(name, stage=stage, kind=stage.kind)
+        proc = self._procs[name] = Process(stage, self)
+        stage._process = proc
+        if self._running:
+            self._alive += 1
+            if self._tg is not None:
+                self._tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
+        return stage
+
+    def _default_name(self, stage: Stage) -> str:
+        base = getattr(stage, "_default_name", None) or re.sub(
+            r"(?<!^)(?=[A-Z])", "_", type(stage).__name__
+        ).lower().lstrip("_")
+        name, n = base, 1
+        while name in self._graph:
+            n += 1
+            name = f"{base}_{n}"
+        return name
+
+    def _stage(self, where: str, stage: Stage | str) -> Stage:
+        if isinstance(stage, str):
+            if stage not in self._graph:
+                raise ValueError(f"{where}: no stage named {stage!r} in the pipeline")
+            return self._graph.nodes[stage]["stage"]
+        if not isinstance(stage, Stage):
+            raise TypeError(f"{where}: expected a stage or a stage name, got {stage!r}")
+        if stage._pipeline is not self:
+            raise ValueError(
+                f"{where}: stage {stage.name or type(stage).__name__!r} is not in the pipeline "
+                f"(add it first with Pipeline.add)"
+            )
+        return stage
+
+    def link(
+        self,
+        producer: Stage | str,
+        consumer: Stage | str,
+        *,
+        max_demand: int = 1000,
+        min_demand: int | None = None,
+        cancel: str = "permanent",
+        partition: Any = None,
+        selector: Any = None,
+    ) -> Subscription:
+        """Subscribe ``consumer`` to ``producer`` and return the ``Subscription``.
+
+        ``max_demand``/``min_demand`` bound the events in flight (``min_demand``
+        defaults to half of ``max_demand``); ``cancel`` says what the consumer does when
+        the producer ends (``"permanent"``: stop with it, ``"transient"``: stop only if it
+        failed, ``"temporary"``: never); ``partition`` picks a PartitionDispatcher's
+        partition, ``selector(event) -> bool`` filters a BroadcastDispatcher's events.
+        Works before and while the pipeline runs.
+        """
+        where = "link"
+        producer = self._stage(where, producer)
+        consumer = self._stage(where, consumer)
+        where = f"link {producer.name} -> {consumer.name}"
+        if not hasattr(producer, "emit"):
+            raise TypeError(
+                f"{where}: {producer.name!r} is a {producer.kind} and cannot be used as a "
+                f"producer"
+            )
+        if not hasattr(consumer, "handle_events") and not hasattr(consumer, "handle_event"):
+            raise TypeError(
+                f"{where}: {consumer.name!r} is a {consumer.kind} and cannot be used as a "
+                f"consumer"
+            )
+        if producer is consumer:
+            raise ValueError(f"{where}: a stage cannot subscribe to itself")
+        if self._graph.has_edge(producer.name, consumer.name):
+            raise ValueError(f"{where}: these stages are already linked")
+        dispatcher = producer.dispatcher
+        is_partition = isinstance(dispatcher, PartitionDispatcher)
+        if is_partition:
+            try:
+                dispatcher.check_partition(partition)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            for sub in self._out_subs(producer):
+                if sub.partition == partition:
+                    raise ValueError(
+                        f"{where}: partition {partition!r} is already taken by "
+                        f"{sub.consumer.name!r}"
+                    )
+        elif partition is not None:
+            raise ValueError(
+                f"{where}: partition= needs a producer with a PartitionDispatcher; "
+                f"{producer.name!r} uses {getattr(dispatcher, '__name__', dispatcher)!r}"
+            )
+        if selector is not None and dispatcher is not BroadcastDispatcher and not isinstance(
+            dispatcher, BroadcastDispatcher
+        ):
+            raise ValueError(
+                f"{where}: selector= needs a producer with a BroadcastDispatcher"
+            )
+        sub = Subscription(producer, consumer, max_demand, min_demand, cancel, partition, selector)
+        self._graph.add_edge(producer.name, consumer.name, subscription=sub)
+        self._wire(sub)
+        return sub
+
+    def _out_subs(self, producer: Stage) -> list[Subscription]:
+        return [d["subscription"] for _, _, d in self._graph.out_edges(producer.name, data=True)]
+
+    def _wire(self, sub: Subscription) -> None:
+        sub._from = self._procs[sub.producer.name]
+        sub._to = to = self._procs[sub.consumer.name]
+        sub.active = False
+        if to.running:
+            to.post(to._on_link, sub)
+        else:
+            to.producers[sub] = None
+
+    def unlink(self, sub: Subscription) -> None:
+        """Remove a subscription; while running, the consumer cancels it (reason
+        ``"unlinked"``) and keeps running."""
+        if not isinstance(sub, Subscription):
+            raise TypeError(f"unlink: expected a Subscription, got {sub!r}")
+        edge = self._graph.get_edge_data(sub.producer.name, sub.consumer.name)
+        if edge is None or edge["subscription"] is not sub:
+            raise ValueError(f"unlink: {sub!r} is not in the pipeline")
+        self._graph.remove_edge(sub.producer.name, sub.consumer.name)
+        to = sub._to
+        if to.running:
+            to.post(to._on_unlink, sub, "unlinked")
+        else:
+            to.producers.pop(sub, None)
+
+    # -- running -------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True from ``run()``/``start()`` until every stage has stopped."""
+        return self._running
+
+    @property
+    def status(self) -> dict[str, str]:
+        """Stage name -> ``"idle"``, ``"running"``, ``"done"``, ``"failed"`` or
+        ``"restarting"``."""
+        return {name: proc.status for name, proc in self._procs.items()}
+
+    async def run(self) -> None:
+        """Run every stage until all have stopped; raise ``PipelineError`` if any stage
+        failed for good."""
+        if self._running and self._background is None:
+            raise RuntimeError(f"pipeline {self.name or ''!s}: already running".replace("  ", " "))
+        self._begin()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for name, proc in list(self._procs.items()):
+                    tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
+                if self.stopping:
+                    tg.start_soon(self._stop_within, self._stop_timeout)
+        finally:
+            self._end()
+        if self._fatal:
+            self.error = PipelineError(self._fatal)
+            raise self.error from self._first_fatal
+
+    def _begin(self) -> None:
+        if any(p.running or p.stopped for p in self._procs.values()):
+            self._fresh_processes()
+        self._running = True
+        self._fatal = {}
+        self._first_fatal = None
+        self.error = None
+        self._alive = len(self._procs)
+        self._ended = anyio.Event()
+        self._finished = anyio.Event()
+        if not self._alive:
+            self._ended.set()
+
+    def _end(self) -> None:
+        self._tg = None
+        self._running = False
+        self.stopping = False
+        self._background = None
+        finished = self._finished
+        if finished is not None:
+            finished.set()
+
+    def _fresh_processes(self) -> None:
+        """A new run starts from new runtime state (stage objects keep theirs)."""
+        for name, data in self._graph.nodes(data=True):
+            proc = self._procs[name] = Process(data["stage"], self)
+            data["stage"]._process = proc
+        for sub in self.subscriptions:
+            sub._demand.pending = 0
+            sub._demand.manual = False
+            self._wire(sub)
+
+    def run_sync(self, backend: str = "asyncio") -> None:
+        """Run to completion from synchronous code (``anyio.run`` under the hood)."""
+        anyio.run(self.run, backend=backend)
+
+    def start(self) -> Pipeline:
+        """Run in the background of the running asyncio loop and return at once.
+
+        For notebooks: the kernel's loop keeps running the pipeline while the user
+        works. Use ``await p.wait()`` or ``p.stop()`` later.
+        """
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Pipeline.start() needs a running asyncio event loop (as in a notebook); "
+                "in a script use run_sync(), or await run() in a task group"
+            ) from None
+        if self._running:
+            raise RuntimeError("Pipeline.start(): the pipeline is already running")
+        if any(p.running or p.stopped for p in self._procs.values()):
+            self._fresh_processes()
+        self._running = True
+        self._background = loop.create_task(self._run_in_background())
+        return self
+
+    async def _run_in_background(self) -> None:
+        try:
+            await self.run()
+        except PipelineError as exc:
+            log.error("pipeline %s failed: %s", self.name or "", exc)
+
+    def stop(self, timeout: float | None = 5.0) -> _Stopping:
+        """Stop gracefully: producers stop making events, what they made is delivered
+        as far as demand allows within ``timeout`` seconds, then every stage is
+        cancelled. Returns at once; ``await p.stop()`` waits until it has stopped.
+        Stopping twice is harmless."""
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
+        ):
+            raise ValueError(f"stop: timeout must be a number of seconds >= 0, got {timeout!r}")
+        if self._running and not self.stopping:
+            self.stopping = True
+            self._stop_timeout = timeout
+            for proc in self._procs.values():
+                proc.request_stop()
+            if self._tg is not None:
+                self._tg.start_soon(self._stop_within, timeout)
+        return _Stopping(self)
+
+    async def _stop_within(self, timeout: float | None) -> None:
+        with anyio.move_on_after(timeout):
+            await self._ended.wait()
+        if self._tg is not None and self._alive:
+            self._tg.cancel_scope.cancel()
+
+    async def wait(self) -> None:
+        """Wait until the pipeline has stopped; raise ``PipelineError`` if it failed."""
+        if self._background is not None:
+            await self._background
+        elif self._running and self._finished is not None:
+            await self._finished.wait()
+        if self.error is not None:
+            raise self.error
+
+    # -- supervision (called by the stage processes) -------------------------------
+
+    def record_failure(self, proc: Process, failure: Failure) -> None:
+        self.failures.setdefault(proc.name, []).append(failure)
+
+    def stage_failed(self, proc: Process, exc: BaseException) -> None:
+        self._fatal[proc.name] = exc
+        if self._first_fatal is None:
+            self._first_fatal = exc
+        if self.on_failure == "stop" and self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def stage_ended(self, proc: Process) -> None:
+        self._alive -= 1
+        if self._alive <= 0 and self._ended is not None:
+            self._ended.set()
+
+    # -- streams -------------------------------------------------------------------
+
+    def stream(self, stage: Stage | str, *, max_demand: int = 1000) -> Any:
+        """An async iterator over the events ``stage`` emits (GenStage.stream).
+
+        It subscribes to ``stage`` like a consumer, asking ``max_demand`` events at a
+        time as you iterate; it ends when the stage finishes. Open it before or while
+        the pipeline runs, and iterate while it runs.
+        """
+        from .stream import EventStream
+
+        return EventStream(self, self._stage("stream", stage), max_demand)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pipeline {self.name or ''} stages={len(self._procs)} "
+            f"links={self._graph.number_of_edges()} running={self._running}>"
+        )
+
+
+class _Stopping:
+    """What ``Pipeline.stop()`` returns: awaiting it waits until the pipeline stopped."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        p = self._pipeline
+        if p._background is not None:
+            try:
+                await p._background
+            except PipelineError:
+                pass
+        elif p._running and p._finished is not None:
+            await p._finished.wait()
