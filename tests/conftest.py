@@ -1,12 +1,10 @@
-"""Shared stages and helpers: GenStage's own test stages, rewritten for genstage_nb."""
+"""pytest set-up: both anyio backends, hypothesis profiles."""
 
 from __future__ import annotations
 
-import anyio
 import pytest
 from hypothesis import HealthCheck, settings
 
-import genstage_nb as gs
 
 settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -18,107 +16,3 @@ settings.load_profile("ci")
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request):
     return request.param
-
-
-class Counter(gs.Producer):
-    """Counts from ``start``; with ``limit``, finishes after ``limit`` events."""
-
-    def __init__(self, start=0, limit=None, **options):
-        super().__init__(**options)
-        self.start = start
-        self.limit = limit
-        self.demands = []
-
-    def init(self):
-        self.n = self.start
-
-    def handle_demand(self, demand):
-        self.demands.append(demand)
-        stop = self.n + demand
-        if self.limit is not None:
-            stop = min(stop, self.start + self.limit)
-        events = list(range(self.n, stop))
-        self.n = stop
-        if self.limit is not None and self.n == self.start + self.limit:
-            self.finish()
-        return events
-
-    def handle_info(self, message):
-        if message[0] == "queue":
-            self.emit(message[1])
-
-    def handle_call(self, request):
-        if request[0] == "queue":
-            self.emit(request[1])
-            return "queued"
-        if request == "buffered":
-            return self.buffered
-        raise ValueError(f"unknown request {request!r}")
-
-
-class NothingProducer(gs.Producer):
-    """Records the demand it gets and makes nothing."""
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.demands = []
-
-    def handle_demand(self, demand):
-        self.demands.append(demand)
-
-
-class Forwarder(gs.Consumer):
-    """Records every batch; sets ``done`` once ``until(batches)`` holds."""
-
-    def __init__(self, until=None, **options):
-        super().__init__(**options)
-        self.batches = []
-        self.cancels = []
-        self.until = until
-        self.done = None
-
-    def init(self):
-        self.done = self.done or anyio.Event()
-
-    def handle_events(self, events):
-        self.batches.append(list(events))
-        if self.until is not None and self.until(self.batches):
-            self.done.set()
-
-    def handle_cancel(self, subscription, reason):
-        self.cancels.append(reason)
-
-    @property
-    def events(self):
-        return [e for b in self.batches for e in b]
-
-
-class Doubler(gs.ProducerConsumer):
-    """Emits each event twice; records the batches it handled."""
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.batches = []
-
-    def handle_events(self, events):
-        self.batches.append(list(events))
-        return [x for e in events for x in (e, e)]
-
-
-async def run_until(p: gs.Pipeline, *consumers: Forwarder, timeout: float = 10) -> None:
-    """Run ``p`` until every consumer's ``done`` event is set, then stop it."""
-    for c in consumers:
-        c.done = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(p.run)
-        with anyio.fail_after(timeout):
-            for c in consumers:
-                await c.done.wait()
-        await p.stop(timeout=0)
-
-
-def chain(p: gs.Pipeline, *stages, **link_options):
-    """Add ``stages`` and link them one after the other."""
-    added = [p.add(s) if s._pipeline is None else s for s in stages]
-    subs = [p.link(a, b, **link_options) for a, b in zip(added, added[1:])]
-    return added, subs

@@ -50,6 +50,9 @@ class Dispatcher(Protocol):
     - ``dispatch(events) -> (deliveries, leftover, demand)``: the producer made
       ``events``; returns what goes where, what must be buffered, and extra demand.
     - ``buffered() -> int``: events held inside the dispatcher.
+    - ``ready() -> int``: how many events ``dispatch`` would send on right now (the
+      producer serves its buffer up to this much, so no buffered event waits while a
+      consumer has demand).
     - ``demand_of(sub) -> int``: the demand of ``sub`` not yet served.
     - ``discarded``: events dropped on purpose (a partition hash returned ``None``).
     """
@@ -61,6 +64,7 @@ class Dispatcher(Protocol):
     def ask(self, sub: Any, n: int) -> tuple[int, Deliveries]: ...
     def dispatch(self, events: list) -> tuple[Deliveries, list, int]: ...
     def buffered(self) -> int: ...
+    def ready(self) -> int: ...
     def demand_of(self, sub: Any) -> int: ...
 
 
@@ -146,6 +150,9 @@ class DemandDispatcher:
 
     def buffered(self) -> int:
         return 0
+
+    def ready(self) -> int:
+        return sum(entry[0] for entry in self._demands)
 
     def demand_of(self, sub: Any) -> int:
         for counter, s in self._demands:
@@ -253,6 +260,9 @@ class BroadcastDispatcher:
 
     def buffered(self) -> int:
         return 0
+
+    def ready(self) -> int:
+        return self._waiting
 
     def demand_of(self, sub: Any) -> int:
         for counter, s, _ in self._demands:
@@ -437,6 +447,9 @@ class PartitionDispatcher:
 
     def buffered(self) -> int:
         return sum(len(p.queue) for p in self._parts.values())
+
+    def ready(self) -> int:
+        return self._waiting
 
     def demand_of(self, sub: Any) -> int:
         part = self._by_sub.get(sub)

@@ -340,18 +340,31 @@ class Process:
         await self._on_demand(demand)
 
     async def _on_demand(self, demand: int) -> None:
-        """New demand for this producer (GenStage's handle_dispatcher_result)."""
+        """New demand for this producer (GenStage's handle_dispatcher_result).
+
+        The buffer is served first, as far as the dispatcher can send on (which may be
+        more than ``demand``: GenStage takes only ``demand`` and can leave buffered
+        events waiting while a consumer has demand); the rest of ``demand`` goes to
+        ``handle_demand`` (a producer-consumer instead handles its queued input).
+        """
         if self.pc:
             self.pc_demand += demand
-            self._take_from_buffer(self.pc_demand)
+            self._take_from_buffer(max(self.pc_demand, self._ready()))
             await self._take_pc_events()
             return
-        demand = self._take_from_buffer(demand)
+        if len(self.buffer):
+            ready = self._ready()
+            taken = self._take_from_buffer(demand if demand > ready else ready)
+            demand = demand - taken if demand > taken else 0
         if demand > 0 and not self.finishing:
             if self.accumulating:
                 self.accumulated.append(("demand", demand))
             else:
                 await self._handle_demand(demand)
+
+    def _ready(self) -> int:
+        ready = getattr(self.dispatcher, "ready", None)
+        return ready() if ready is not None else 0
 
     async def _handle_demand(self, demand: int) -> None:
         self.current_hook = "handle_demand"
@@ -361,12 +374,13 @@ class Process:
         if events:
             self._dispatch(events)
 
-    def _take_from_buffer(self, demand: int) -> int:
-        if demand <= 0 or not len(self.buffer):
-            return demand
-        events = self.buffer.take(demand)
+    def _take_from_buffer(self, n: int) -> int:
+        """Dispatch up to ``n`` buffered events; return how many were taken."""
+        if n <= 0 or not len(self.buffer):
+            return 0
+        events = self.buffer.take(n)
         self._dispatch(events)
-        return demand - len(events)
+        return len(events)
 
     def emit(self, events: Any, hook: str) -> None:
         events = as_events(self.name, hook, events)

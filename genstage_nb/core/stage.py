@@ -290,6 +290,8 @@ class Producer(_Producing):
             proc.set_demand_mode(mode)
         else:
             self._demand_mode = mode
+            if proc is not None and not proc.stopped:
+                proc.accumulating = mode == "accumulate"
 
 
 class ProducerConsumer(_Producing):
