@@ -393,8 +393,12 @@ class Pipeline:
 
     def stage_ended(self, proc: Process) -> None:
         self._alive -= 1
-        if self._alive <= 0 and self._ended is not None:
-            self._ended.set()
+        if self._alive <= 0:
+            # Every stage has stopped: the run is over (stages added from now on wait
+            # for the next run).
+            self._running = False
+            if self._ended is not None:
+                self._ended.set()
 
     # -- streams -------------------------------------------------------------------
 

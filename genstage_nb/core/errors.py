@@ -13,7 +13,9 @@ class Failure:
     ``exception`` is what the hook raised, ``events`` the batch the stage was handling
     (``[]`` when the hook had no events, e.g. ``init`` or ``handle_demand``), ``time``
     when it happened (``time.time()``), ``hook`` the name of the hook that raised, and
-    ``restarted`` whether the stage was restarted after it.
+    ``restarted`` whether the stage was restarted after it. When the stage failed for
+    good, ``unhandled`` holds the events it had received or buffered and will never
+    handle or send (in order), so that nothing is lost silently.
 
     >>> f = Failure("double", ValueError("bad"), [1, 2], hook="handle_events")
     >>> f.stage, f.events
@@ -26,6 +28,7 @@ class Failure:
     hook: str = ""
     time: float = field(default_factory=time.time)
     restarted: bool = False
+    unhandled: list = field(default_factory=list)
 
 
 class PipelineError(Exception):

@@ -117,6 +117,8 @@ class Process:
         self.pc_demand = 0
         self._task_group: Any = None
         self._in_flight: dict[Subscription, list[int]] = {}  # concurrent: [done, running]
+        self._failed_ask: tuple[Subscription, int] | None = None
+        self._final_failure: Failure | None = None
 
     # -- posting -------------------------------------------------------------------
 
@@ -154,6 +156,10 @@ class Process:
             sub = a
             sub._to.post(sub._to._on_cancel, sub, self.stop_reason)
         elif func is Process._on_events:
+            if self._final_failure is not None:
+                # Sent before the producer learnt of the failure: recorded with it.
+                self._final_failure.unhandled.extend(b)
+                return
             log.warning(
                 "stage %r has stopped; %d events sent to it were not handled", self.name, len(b)
             )
@@ -186,8 +192,12 @@ class Process:
                 except Exception as error:
                     exc = _first_leaf(error)
                     restarted = self._may_restart(restarts)
-                    self._record_failure(exc, restarted)
+                    unhandled = [] if restarted else self._take_unhandled()
+                    self._record_failure(exc, restarted, unhandled)
+                    failed_ask, self._failed_ask = self._failed_ask, None
                     if restarted:
+                        if failed_ask is not None:
+                            self._ask_upstream(*failed_ask)
                         self.status = "restarting"
                         self.counters.restarts += 1
                         await checkpoint()
@@ -248,12 +258,21 @@ class Process:
         restarts.append(now)
         return True
 
-    def _record_failure(self, exc: BaseException, restarted: bool) -> None:
+    def _record_failure(
+        self, exc: BaseException, restarted: bool, unhandled: list | None = None
+    ) -> None:
         self.counters.failed += len(self.current)
         failure = Failure(
-            self.name, exc, list(self.current), hook=self.current_hook, restarted=restarted
+            self.name,
+            exc,
+            list(self.current),
+            hook=self.current_hook,
+            restarted=restarted,
+            unhandled=unhandled or [],
         )
         self.current = []
+        if not restarted:
+            self._final_failure = failure
         self.supervisor.record_failure(self, failure)
         log.error(
             "stage %r failed in %s%s:\n%s",
@@ -262,6 +281,34 @@ class Process:
             " (restarting)" if restarted else "",
             "".join(traceback.format_exception(exc)).rstrip(),
         )
+
+    def _take_unhandled(self) -> list:
+        """Remove and return every event this stage holds but will never handle or send."""
+        events: list = []
+        for handler, a, b in self.mailbox:
+            func = getattr(handler, "__func__", None)
+            if func is Process._on_events:
+                events.extend(b)
+            elif func is Process._on_batches:
+                events.extend(e for batch, _ in b for e in batch)
+        self.mailbox = deque(
+            m
+            for m in self.mailbox
+            if getattr(m[0], "__func__", None) not in (Process._on_events, Process._on_batches)
+        )
+        for kind, _, payload in self.pc_queue:
+            if kind == _EVENTS:
+                events.extend(payload)
+            elif kind == _BATCHES:
+                events.extend(e for batch, _ in payload for e in batch)
+        self.pc_queue.clear()
+        if self.producing:
+            for kind, value in self.accumulated:
+                if kind == "dispatch":
+                    events.extend(value)
+            self.accumulated.clear()
+            events.extend(self.buffer.take_all())
+        return events
 
     def _terminate(self, reason: Any) -> None:
         """Stop serving and tell every linked stage why."""
@@ -498,10 +545,11 @@ class Process:
                     if out:
                         self._dispatch(out)
             except Exception:
-                # The failed batch goes to the failure record; its demand is asked
-                # again so the flow goes on, and the batches after it stay queued.
+                # The failed batch goes to the failure record; if the stage restarts its
+                # demand is asked again so the flow goes on, and the batches after it
+                # stay queued.
                 if ask:
-                    self._ask_upstream(sub, ask)
+                    self._failed_ask = (sub, ask)
                 rest = batches[i + 1 :]
                 if rest:
                     if self.pc:
