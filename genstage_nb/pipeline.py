@@ -73,6 +73,7 @@ class Pipeline:
         self._procs: dict[str, Process] = {}
         self.failures: dict[str, list[Failure]] = {}
         self.stopping = False
+        self.depth = 0  # how deep stages are serving each other inline (see Process.post)
         self._running = False
         self._tg: Any = None
         self._fatal: dict[str, BaseException] = {}

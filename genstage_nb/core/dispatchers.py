@@ -117,9 +117,13 @@ class DemandDispatcher:
                 n,
                 sub,
             )
-        entry = self._pop(sub)
-        current = entry[0] if entry is not None else 0
-        self._add(current + n, sub)
+        demands = self._demands
+        if len(demands) == 1 and demands[0][1] is sub:
+            demands[0][0] += n  # one consumer: nothing to reorder
+        else:
+            entry = self._pop(sub)
+            current = entry[0] if entry is not None else 0
+            self._add(current + n, sub)
         already_sent = min(self._pending, n)
         self._pending -= already_sent
         return n - already_sent, []
@@ -130,6 +134,11 @@ class DemandDispatcher:
             self._shuffle = False
         demands = self._demands
         n = len(events)
+        if len(demands) == 1 and n <= demands[0][0]:
+            # One consumer with enough demand: the whole list goes to it.
+            entry = demands[0]
+            entry[0] -= n
+            return [(entry[1], events)], [], 0
         deliveries: Deliveries = []
         while n and demands and demands[0][0] > 0:
             counter, sub = demands.pop(0)

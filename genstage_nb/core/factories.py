@@ -19,6 +19,11 @@ class IterableProducer(Producer):
         if isinstance(iterable, AsyncIterable):
             self._aiter = aiter(iterable)
             self.handle_demand = self._take_async  # type: ignore[method-assign]
+        elif isinstance(iterable, (range, list, tuple)):
+            # Sequences are sliced, not iterated item by item.
+            self._seq = iterable
+            self._pos = 0
+            self.handle_demand = self._take_slice  # type: ignore[method-assign]
         elif isinstance(iterable, Iterable):
             self._iter = iter(iterable)
         else:
@@ -28,6 +33,15 @@ class IterableProducer(Producer):
 
     def handle_demand(self, demand: int) -> list:
         events = list(islice(self._iter, demand))
+        if len(events) < demand:
+            self.finish()
+        return events
+
+    def _take_slice(self, demand: int) -> list:
+        pos = self._pos
+        chunk = self._seq[pos : pos + demand]
+        events = chunk if chunk.__class__ is list else list(chunk)
+        self._pos = pos + len(events)
         if len(events) < demand:
             self.finish()
         return events

@@ -34,6 +34,10 @@ log = logging.getLogger("genstage_nb")
 _EVENTS, _BATCHES, _CANCEL = 0, 1, 2
 # Messages served in a row before the task lets others run.
 _FAIRNESS = 256
+# Messages one stage serves inline in another stage's task before waking its own.
+_INLINE_BATCH = 64
+# How deep inline serving may nest (stage A serving B serving C ...).
+_MAX_DEPTH = 8
 _NORMAL_REASONS = ("normal", "shutdown")
 
 
@@ -119,6 +123,11 @@ class Process:
         self._in_flight: dict[Subscription, list[int]] = {}  # concurrent: [done, running]
         self._failed_ask: tuple[Subscription, int] | None = None
         self._final_failure: Failure | None = None
+        # The sync fast path (see post): set while the task waits for messages.
+        self._parked = False
+        self.inline = not self.concurrent
+        self._resume: Any = None
+        self._inline_error: BaseException | None = None
 
     # -- posting -------------------------------------------------------------------
 
@@ -127,10 +136,53 @@ class Process:
             self._dead_letter(handler, a, b)
             return
         self.mailbox.append((handler, a, b))
+        if self._parked:
+            supervisor = self.supervisor
+            if self.inline and supervisor.depth < _MAX_DEPTH:
+                # The sync fast path: serve the message right here, in the sender's
+                # task, instead of waking this stage's task (a task switch per batch).
+                supervisor.depth += 1
+                try:
+                    self._serve_inline()
+                finally:
+                    supervisor.depth -= 1
+            else:
+                self._wake()
+
+    def _wake(self) -> None:
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
             wakeup.set()
+
+    def _serve_inline(self) -> None:
+        """Serve the mailbox synchronously while the stage's own task is parked.
+
+        Stops at an async hook (its coroutine is handed to the stage's task), at an
+        error (raised in the stage's task, where failures are handled) or after a few
+        messages; then the stage's task is woken to carry on.
+        """
+        self._parked = False
+        mailbox = self.mailbox
+        served = 0
+        try:
+            while mailbox and not self.stopped:
+                handler, a, b = mailbox.popleft()
+                pending = handler(a, b)
+                if self.finishing and not self.stopped:
+                    self._check_finished()
+                if pending is not None:
+                    self._resume = pending
+                    break
+                served += 1
+                if served == _INLINE_BATCH:
+                    break
+        except Exception as exc:
+            self._inline_error = exc
+        if self._resume is not None or self._inline_error is not None or self.stopped or mailbox:
+            self._wake()
+        else:
+            self._parked = True
 
     def post_ask(self, sub: Subscription, n: int) -> None:
         self.post(self._on_ask, sub, n)
@@ -233,9 +285,19 @@ class Process:
         mailbox = self.mailbox
         served = 0
         while not self.stopped:
-            if mailbox:
+            if self._inline_error is not None:
+                error, self._inline_error = self._inline_error, None
+                raise error
+            if self._resume is not None:
+                pending, self._resume = self._resume, None
+                await pending
+                if self.finishing and not self.stopped:
+                    self._check_finished()
+            elif mailbox:
                 handler, a, b = mailbox.popleft()
-                await handler(a, b)
+                pending = handler(a, b)
+                if pending is not None:
+                    await pending
                 if self.finishing and not self.stopped:
                     self._check_finished()
                 served += 1
@@ -244,7 +306,11 @@ class Process:
                     await checkpoint()
             else:
                 wakeup = self._wakeup = anyio.Event()
-                await wakeup.wait()
+                self._parked = True
+                try:
+                    await wakeup.wait()
+                finally:
+                    self._parked = False
 
     def _may_restart(self, restarts: deque[float]) -> bool:
         stage = self.stage
@@ -291,11 +357,13 @@ class Process:
                 events.extend(b)
             elif func is Process._on_batches:
                 events.extend(e for batch, _ in b for e in batch)
-        self.mailbox = deque(
+        kept = [
             m
             for m in self.mailbox
             if getattr(m[0], "__func__", None) not in (Process._on_events, Process._on_batches)
-        )
+        ]
+        self.mailbox.clear()
+        self.mailbox.extend(kept)
         for kind, _, payload in self.pc_queue:
             if kind == _EVENTS:
                 events.extend(payload)
@@ -374,19 +442,22 @@ class Process:
 
     # -- producer side -------------------------------------------------------------
 
-    async def _on_ask(self, sub: Subscription, n: int) -> None:
+    # Hot-path handlers are plain functions: they return None when all was done at
+    # once, or a coroutine to await when a hook turned out to be async.
+
+    def _on_ask(self, sub: Subscription, n: int) -> Any:
         if sub not in self.consumers:
-            return
+            return None
         self.counters.demand_in += n
         demand, deliveries = self.dispatcher.ask(sub, n)
         if deliveries:
             self._send(deliveries)
-        await self._on_demand(demand)
+        return self._on_demand(demand)
 
-    async def _on_self_demand(self, demand: int, _: Any) -> None:
-        await self._on_demand(demand)
+    def _on_self_demand(self, demand: int, _: Any) -> Any:
+        return self._on_demand(demand)
 
-    async def _on_demand(self, demand: int) -> None:
+    def _on_demand(self, demand: int) -> Any:
         """New demand for this producer (GenStage's handle_dispatcher_result).
 
         The buffer is served first, as far as the dispatcher can send on (which may be
@@ -397,8 +468,7 @@ class Process:
         if self.pc:
             self.pc_demand += demand
             self._take_from_buffer(max(self.pc_demand, self._ready()))
-            await self._take_pc_events()
-            return
+            return self._take_pc_events()
         if len(self.buffer):
             ready = self._ready()
             taken = self._take_from_buffer(demand if demand > ready else ready)
@@ -407,15 +477,25 @@ class Process:
             if self.accumulating:
                 self.accumulated.append(("demand", demand))
             else:
-                await self._handle_demand(demand)
+                return self._handle_demand(demand)
+        return None
 
     def _ready(self) -> int:
         ready = getattr(self.dispatcher, "ready", None)
         return ready() if ready is not None else 0
 
-    async def _handle_demand(self, demand: int) -> None:
+    def _handle_demand(self, demand: int) -> Any:
         self.current_hook = "handle_demand"
-        result = await self._hook(self.stage.handle_demand, demand)
+        result = self.stage.handle_demand(demand)
+        if result is not None and result.__class__ is not list and isawaitable(result):
+            return self._handle_demand_async(result)
+        self._demand_handled(result)
+        return None
+
+    async def _handle_demand_async(self, pending: Any) -> None:
+        self._demand_handled(await pending)
+
+    def _demand_handled(self, result: Any) -> None:
         self.current_hook = ""
         events = as_events(self.name, "handle_demand", result)
         if events:
@@ -477,7 +557,9 @@ class Process:
         await self._hook(self.stage.handle_cancel, sub, reason)
         demand = self.dispatcher.cancel(sub)
         if demand:
-            await self._on_demand(demand)
+            more = self._on_demand(demand)
+            if more is not None:
+                await more
 
     def finish(self) -> None:
         self.finishing = True
@@ -512,56 +594,104 @@ class Process:
             if kind == "dispatch":
                 self._dispatch(value)
             else:
-                await self._on_demand(value)
+                more = self._on_demand(value)
+                if more is not None:
+                    await more
 
     # -- consumer side -------------------------------------------------------------
 
-    async def _on_events(self, sub: Subscription, events: list) -> None:
+    def _on_events(self, sub: Subscription, events: list) -> Any:
         self.counters.events_in += len(events)
         if self.pc:
+            if self.pc_demand > 0 and not self.pc_queue:
+                # Nothing queued before these events and demand to send them on.
+                return self._consume(sub, sub._demand.split(events))
             self.pc_queue.append((_EVENTS, sub, events))
-            await self._take_pc_events()
-        elif self.concurrent:
+            return self._take_pc_events()
+        if self.concurrent:
             self._start_events(sub, events)
-        else:
-            await self._consume(sub, sub._demand.split(events))
+            return None
+        return self._consume(sub, sub._demand.split(events))
 
-    async def _on_batches(self, sub: Subscription, batches: list) -> None:
-        await self._consume(sub, batches)
+    def _on_batches(self, sub: Subscription, batches: list) -> Any:
+        return self._consume(sub, batches)
 
-    async def _consume(self, sub: Subscription, batches: list) -> None:
+    def _consume(self, sub: Subscription, batches: list) -> Any:
         """Hand batches to handle_events, asking upstream after each as GenStage does."""
+        if len(batches) == 1:
+            # The common case, one batch, without the loop of _consume_from.
+            batch, ask = batches[0]
+            self.current = batch
+            self.current_hook = "handle_events"
+            try:
+                result = self.stage.handle_events(batch)
+                if result is not None and result.__class__ is not list and isawaitable(result):
+                    return self._consume_async(sub, batches, (0, result))
+                self._batch_handled(sub, result, ask)
+            except Exception:
+                self._batch_failed(sub, batches, 0)
+                raise
+            self.current = []
+            self.current_hook = ""
+            return None
+        step = self._consume_from(sub, batches, 0)
+        if step is None:
+            return None
+        return self._consume_async(sub, batches, step)
+
+    async def _consume_async(self, sub: Subscription, batches: list, step: Any) -> None:
+        while step is not None:
+            i, pending = step
+            try:
+                result = await pending
+                self._batch_handled(sub, result, batches[i][1])
+            except Exception:
+                self._batch_failed(sub, batches, i)
+                raise
+            step = self._consume_from(sub, batches, i + 1)
+
+    def _consume_from(self, sub: Subscription, batches: list, i: int) -> Any:
+        """Handle batches from ``i`` on; stop at an async hook: return (i, awaitable)."""
         handle_events = self.stage.handle_events
-        counters = self.counters
-        for i, (batch, ask) in enumerate(batches):
+        n = len(batches)
+        while i < n:
+            batch, ask = batches[i]
             self.current = batch
             self.current_hook = "handle_events"
             try:
                 result = handle_events(batch)
                 if result is not None and result.__class__ is not list and isawaitable(result):
-                    result = await result
-                if self.pc:
-                    out = as_events(self.name, "handle_events", result)
-                    if out:
-                        self._dispatch(out)
+                    return i, result
+                self._batch_handled(sub, result, ask)
             except Exception:
-                # The failed batch goes to the failure record; if the stage restarts its
-                # demand is asked again so the flow goes on, and the batches after it
-                # stay queued.
-                if ask:
-                    self._failed_ask = (sub, ask)
-                rest = batches[i + 1 :]
-                if rest:
-                    if self.pc:
-                        self.pc_queue.appendleft((_BATCHES, sub, rest))
-                    else:
-                        self.mailbox.appendleft((self._on_batches, sub, rest))
+                self._batch_failed(sub, batches, i)
                 raise
-            counters.batches += 1
-            if ask:
-                self._ask_upstream(sub, ask)
+            i += 1
         self.current = []
         self.current_hook = ""
+        return None
+
+    def _batch_handled(self, sub: Subscription, result: Any, ask: int) -> None:
+        if self.pc:
+            out = as_events(self.name, "handle_events", result)
+            if out:
+                self._dispatch(out)
+        self.counters.batches += 1
+        if ask:
+            self._ask_upstream(sub, ask)
+
+    def _batch_failed(self, sub: Subscription, batches: list, i: int) -> None:
+        # The failed batch goes to the failure record; if the stage restarts, its demand
+        # is asked again so the flow goes on, and the batches after it stay queued.
+        ask = batches[i][1]
+        if ask:
+            self._failed_ask = (sub, ask)
+        rest = batches[i + 1 :]
+        if rest:
+            if self.pc:
+                self.pc_queue.appendleft((_BATCHES, sub, rest))
+            else:
+                self.mailbox.appendleft((self._on_batches, sub, rest))
 
     def _ask_upstream(self, sub: Subscription, n: int) -> None:
         if sub in self.producers:
@@ -569,19 +699,31 @@ class Process:
             producer = sub._from
             producer.post(producer._on_ask, sub, n)
 
-    async def _take_pc_events(self) -> None:
+    def _take_pc_events(self) -> Any:
         """Handle queued input while downstream demand lasts (GenStage's take_pc_events)."""
+        pending = self._take_pc_events_from_queue()
+        if pending is None:
+            return None
+        return self._take_pc_events_async(pending)
+
+    async def _take_pc_events_async(self, pending: Any) -> None:
+        while pending is not None:
+            await pending
+            pending = self._take_pc_events_from_queue()
+
+    def _take_pc_events_from_queue(self) -> Any:
         queue = self.pc_queue
-        while self.pc_demand > 0 and queue:
+        while self.pc_demand > 0 and queue and not self.stopped:
             kind, sub, payload = queue.popleft()
             if kind == _EVENTS:
-                await self._consume(sub, sub._demand.split(payload))
+                pending = self._consume(sub, sub._demand.split(payload))
             elif kind == _BATCHES:
-                await self._consume(sub, payload)
+                pending = self._consume(sub, payload)
             else:
-                await self._invoke_cancel(sub, payload)
-                if self.stopped:
-                    return
+                pending = self._invoke_cancel(sub, payload)
+            if pending is not None:
+                return pending
+        return None
 
     async def _on_cancel(self, sub: Subscription, reason: Any) -> None:
         """The producer of ``sub`` ended or went away (GenStage's consumer_cancel)."""

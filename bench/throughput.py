@@ -1,0 +1,121 @@
+"""W1 throughput: range(N) -> x + 1 -> sum, genstage_nb beside its baselines, in one run.
+
+    python bench/throughput.py [--events 2000000] [--max-demand 1000] [--repeat 5]
+
+Every figure is the median of ``--repeat`` runs; ratios compare figures measured in this
+same run (machines are noisy, absolute numbers are not comparable across runs).
+Baselines: a plain Python loop doing the same work (the limit) and an asyncio.Queue(1000)
+pipeline passing one item per put (what a hand-written asyncio pipeline does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import genstage_nb as gs  # noqa: E402
+
+
+def plain_loop(n: int) -> int:
+    total = 0
+    for x in range(n):
+        total += x + 1
+    return total
+
+
+def asyncio_queue(n: int) -> int:
+    async def main() -> int:
+        q1: asyncio.Queue = asyncio.Queue(1000)
+        q2: asyncio.Queue = asyncio.Queue(1000)
+        done = object()
+
+        async def produce() -> None:
+            for x in range(n):
+                await q1.put(x)
+            await q1.put(done)
+
+        async def increment() -> None:
+            while (x := await q1.get()) is not done:
+                await q2.put(x + 1)
+            await q2.put(done)
+
+        async def total() -> int:
+            s = 0
+            while (x := await q2.get()) is not done:
+                s += x
+            return s
+
+        results = await asyncio.gather(produce(), increment(), total())
+        return results[2]
+
+    return asyncio.run(main())
+
+
+def genstage(n: int, max_demand: int, backend: str = "asyncio") -> int:
+    totals = []
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(n)), name="range")
+    inc = p.add(gs.producer_consumer(lambda events: [x + 1 for x in events]), name="inc")
+    out = p.add(gs.consumer(lambda events: totals.append(sum(events))), name="sum")
+    p.link(src, inc, max_demand=max_demand)
+    p.link(inc, out, max_demand=max_demand)
+    p.run_sync(backend=backend)
+    return sum(totals)
+
+
+def measure(fn, n: int, repeat: int, *args) -> float:
+    """Median events per second of ``fn(n, *args)`` over ``repeat`` runs."""
+    expected = n * (n + 1) // 2
+    rates = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn(n, *args)
+        elapsed = time.perf_counter() - started
+        if result != expected:
+            raise AssertionError(f"{fn.__name__} computed {result}, expected {expected}")
+        rates.append(n / elapsed)
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--max-demand", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--queue-events", type=int, default=None,
+                        help="events for the slow asyncio.Queue baseline (default: --events)")
+    args = parser.parse_args(argv)
+    n, md, rep = args.events, args.max_demand, args.repeat
+    print(f"W1: range({n:,}) -> x + 1 -> sum, max_demand {md}, median of {rep} runs")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    loop = measure(plain_loop, n, rep)
+    queue = measure(asyncio_queue, args.queue_events or n, max(1, rep // 2 + 1))
+    rows = [
+        ("plain Python loop", loop),
+        ("asyncio.Queue(1000), one item per put", queue),
+        (f"genstage_nb asyncio, max_demand {md}", measure(genstage, n, rep, md, "asyncio")),
+        (f"genstage_nb trio, max_demand {md}", measure(genstage, n, rep, md, "trio")),
+    ]
+    print()
+    print(f"{'pipeline':<42} {'M events/s':>11} {'x plain loop':>13} {'x asyncio.Queue':>16}")
+    for name, rate in rows:
+        print(f"{name:<42} {rate / 1e6:>11.2f} {rate / loop:>13.2f} {rate / queue:>16.1f}")
+    gs_rate = rows[2][1]
+    ok = gs_rate >= 0.5 * loop and gs_rate >= 20 * queue
+    print()
+    print(
+        f"targets (asyncio): >= 0.5x plain loop: {gs_rate / loop:.2f}x; "
+        f">= 20x asyncio.Queue: {gs_rate / queue:.1f}x -> {'met' if ok else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
