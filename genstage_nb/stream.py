@@ -96,16 +96,18 @@ class EventStream:
                     error, self._error = self._error, None
                     raise error
                 raise StopAsyncIteration
-            for _ in range(3):
-                # A pipeline started with start_soon a moment ago gets to run first.
-                if self._pipeline.running:
-                    break
-                await anyio.lowlevel.checkpoint()
             if not self._pipeline.running:
-                raise RuntimeError(
-                    f"stream {self._sink.name}: the pipeline is not running; start it "
-                    f"(p.start() or p.run() in a task group) before iterating"
-                )
+                # A pipeline started with start_soon a moment ago gets to run first.
+                for _ in range(3):
+                    await anyio.lowlevel.checkpoint()
+                    if self._pipeline.running:
+                        break
+                else:
+                    raise RuntimeError(
+                        f"stream {self._sink.name}: the pipeline is not running; start it "
+                        f"(p.start() or p.run() in a task group) before iterating"
+                    )
+                continue  # events may have come meanwhile
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
         event = self._events.popleft()

@@ -315,13 +315,25 @@ async def test_on_failure_continue_lets_the_rest_finish_then_raises():
             raise ValueError("picky")
 
     p = gs.Pipeline(on_failure="continue")
-    src = p.add(gs.from_iterable(range(100)))
+    src = p.add(gs.from_iterable(range(100), demand="accumulate"))
     good = p.add(Forwarder(name="good"))
-    p.link(src, good, max_demand=5)
-    p.link(src, p.add(Picky()), max_demand=5)
-    with pytest.raises(gs.PipelineError) as info:
-        await p.run()
-    assert set(info.value.failures) == {"picky"}
+    s1 = p.link(src, good, max_demand=5)
+    s2 = p.link(src, p.add(Picky()), max_demand=5)
+    errors = []
+
+    async def run():
+        try:
+            await p.run()
+        except gs.PipelineError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        while not (s1.active and s2.active):  # both subscribed before events flow
+            await anyio.sleep(0)
+        src.demand_mode = "forward"
+    [err] = errors
+    assert set(err.failures) == {"picky"}
     # What the failed consumer held is in its failure record; the rest of its demand
     # moved to the other consumer: nothing was lost.
     [failure] = p.failures["picky"]

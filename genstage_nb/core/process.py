@@ -11,6 +11,7 @@ event, and every rule of the protocol lives in the pure state machines (``demand
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import traceback
@@ -259,6 +260,10 @@ class Process:
                     self.supervisor.stage_failed(self, exc)
                     return
         finally:
+            if self._resume is not None:
+                # Cancelled with an async hook handed over but not started.
+                _discard(self._resume)
+                self._resume = None
             self.running = False
             self._task_group = None
             if self.status in ("running", "restarting", "idle"):
@@ -856,6 +861,18 @@ def _base_handle_call() -> Any:
     from .stage import Stage
 
     return Stage.handle_call
+
+
+def _discard(coro: Any) -> None:
+    """Close a coroutine that will never run, and the hook coroutines it was given."""
+    frame = getattr(coro, "cr_frame", None)
+    if frame is not None:
+        for value in frame.f_locals.values():
+            for item in value if isinstance(value, tuple) else (value,):
+                if inspect.iscoroutine(item):
+                    item.close()
+    if inspect.iscoroutine(coro):
+        coro.close()
 
 
 def _first_leaf(error: BaseException) -> BaseException:
