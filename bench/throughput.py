@@ -89,12 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--max-demand", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--queue-events", type=int, default=None,
-                        help="events for the slow asyncio.Queue baseline (default: --events)")
+    parser.add_argument(
+        "--queue-events",
+        type=int,
+        default=None,
+        help="events for the slow asyncio.Queue baseline (default: --events)",
+    )
     args = parser.parse_args(argv)
     n, md, rep = args.events, args.max_demand, args.repeat
     print(f"W1: range({n:,}) -> x + 1 -> sum, max_demand {md}, median of {rep} runs")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     loop = measure(plain_loop, n, rep)
     queue = measure(asyncio_queue, args.queue_events or n, max(1, rep // 2 + 1))
     rows = [

@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
     for name, stage in p.stages.items():
         c = stage._process.counters
         print(
-            f"{name:<8} {stage.kind:<18} {p.status[name]:<7} {c.events_in:>7} "
-            f"{c.events_out:>7}",
+            f"{name:<8} {stage.kind:<18} {p.status[name]:<7} {c.events_in:>7} {c.events_out:>7}",
             file=out,
         )
     return 0

@@ -10,6 +10,7 @@ fails for good stops the pipeline (``on_failure="stop"``) or only its subscriber
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Generator
@@ -182,13 +183,11 @@ class Pipeline:
         where = f"link {producer.name} -> {consumer.name}"
         if not hasattr(producer, "emit"):
             raise TypeError(
-                f"{where}: {producer.name!r} is a {producer.kind} and cannot be used as a "
-                f"producer"
+                f"{where}: {producer.name!r} is a {producer.kind} and cannot be used as a producer"
             )
         if not hasattr(consumer, "handle_events") and not hasattr(consumer, "handle_event"):
             raise TypeError(
-                f"{where}: {consumer.name!r} is a {consumer.kind} and cannot be used as a "
-                f"consumer"
+                f"{where}: {consumer.name!r} is a {consumer.kind} and cannot be used as a consumer"
             )
         if producer is consumer:
             raise ValueError(f"{where}: a stage cannot subscribe to itself")
@@ -212,12 +211,12 @@ class Pipeline:
                 f"{where}: partition= needs a producer with a PartitionDispatcher; "
                 f"{producer.name!r} uses {getattr(dispatcher, '__name__', dispatcher)!r}"
             )
-        if selector is not None and dispatcher is not BroadcastDispatcher and not isinstance(
-            dispatcher, BroadcastDispatcher
+        if (
+            selector is not None
+            and dispatcher is not BroadcastDispatcher
+            and not isinstance(dispatcher, BroadcastDispatcher)
         ):
-            raise ValueError(
-                f"{where}: selector= needs a producer with a BroadcastDispatcher"
-            )
+            raise ValueError(f"{where}: selector= needs a producer with a BroadcastDispatcher")
         sub = Subscription(producer, consumer, max_demand, min_demand, cancel, partition, selector)
         self._graph.add_edge(producer.name, consumer.name, subscription=sub)
         self._wire(sub)
@@ -433,9 +432,7 @@ class _Stopping:
     async def _wait(self) -> None:
         p = self._pipeline
         if p._background is not None:
-            try:
+            with contextlib.suppress(PipelineError):
                 await p._background
-            except PipelineError:
-                pass
         elif p._running and p._finished is not None:
             await p._finished.wait()

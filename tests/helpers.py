@@ -112,10 +112,3 @@ async def run_until(p: gs.Pipeline, *consumers: Forwarder, timeout: float = 10) 
             for c in consumers:
                 await c.done.wait()
         await p.stop(timeout=0)
-
-
-def chain(p: gs.Pipeline, *stages, **link_options):
-    """Add ``stages`` and link them one after the other."""
-    added = [p.add(s) if s._pipeline is None else s for s in stages]
-    subs = [p.link(a, b, **link_options) for a, b in zip(added, added[1:])]
-    return added, subs

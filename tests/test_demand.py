@@ -93,7 +93,9 @@ def test_manual_subscription_gets_one_batch_and_never_asks():
     ],
 )
 def test_bad_demand_options_name_the_link_and_option(max_demand, min_demand, error, message):
-    with pytest.raises(error, match=r"^link a -> b: " + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        error, match=r"^link a -> b: " + message.replace("(", r"\(").replace(")", r"\)")
+    ):
         check_demand_options("link a -> b", max_demand, min_demand)
 
 

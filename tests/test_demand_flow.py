@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import pytest
+from helpers import Counter, Doubler, Forwarder, NothingProducer, run_until
 
 import genstage_nb as gs
-
-from helpers import Counter, Doubler, Forwarder, NothingProducer, run_until
 
 pytestmark = pytest.mark.anyio
 
@@ -120,10 +121,8 @@ async def subscribed(producer, *subs):
 
 async def gs_checkpoint_via_call(stage):
     """Wait until ``stage`` has served every message posted to it so far."""
-    try:
+    with contextlib.suppress(NotImplementedError):
         await stage.call("sync")
-    except NotImplementedError:
-        pass
 
 
 async def test_broadcast_selector_filters_per_subscription():
@@ -308,7 +307,9 @@ async def test_demand_does_not_combine_demands_when_accumulating():
 
 
 def test_demand_mode_rejects_unknown_values():
-    with pytest.raises(ValueError, match="stage 'Counter': demand must be 'forward' or 'accumulate'"):
+    with pytest.raises(
+        ValueError, match="stage 'Counter': demand must be 'forward' or 'accumulate'"
+    ):
         Counter(demand="sometimes")
     c = Counter()
     with pytest.raises(ValueError, match="demand_mode must be 'forward' or 'accumulate'"):
@@ -451,7 +452,9 @@ def test_tune_validates_and_keeps_min_below_max():
     assert (sub.max_demand, sub.min_demand) == (50, 10)
     sub.tune(max_demand=8)  # explicit min 10 no longer fits: back to half
     assert (sub.max_demand, sub.min_demand) == (8, 4)
-    with pytest.raises(ValueError, match=r"tune counter -> forwarder: min_demand \(8\) must be below"):
+    with pytest.raises(
+        ValueError, match=r"tune counter -> forwarder: min_demand \(8\) must be below"
+    ):
         sub.tune(min_demand=8)
     with pytest.raises(ValueError, match="max_demand \\(0\\) must be at least 1"):
         sub.tune(max_demand=0)

@@ -94,8 +94,12 @@ async def test_fan_out_with_demand_dispatcher_gives_each_event_to_one_consumer()
 async def test_partition_dispatcher_end_to_end():
     p = gs.Pipeline()
     src = p.add(
-        gs.from_iterable(range(100), dispatcher=gs.PartitionDispatcher(partitions=["even", "odd"],
-                                                                      hash=lambda e: "odd" if e % 2 else "even"))
+        gs.from_iterable(
+            range(100),
+            dispatcher=gs.PartitionDispatcher(
+                partitions=["even", "odd"], hash=lambda e: "odd" if e % 2 else "even"
+            ),
+        )
     )
     even, odd = p.add(Forwarder(name="even")), p.add(Forwarder(name="odd"))
     p.link(src, even, partition="even", max_demand=7)

@@ -56,9 +56,17 @@ def test_default_names_follow_the_class_and_are_numbered():
 # -- bad input: each row is what a user can get wrong, and what they see ----------------
 
 BAD_STAGE_OPTIONS = [
-    (lambda: Counter(buffer_size=-1), ValueError, "stage 'Counter': buffer_size must be an int >= 0 or None"),
+    (
+        lambda: Counter(buffer_size=-1),
+        ValueError,
+        "stage 'Counter': buffer_size must be an int >= 0 or None",
+    ),
     (lambda: Counter(buffer_size=1.5), ValueError, "buffer_size must be an int >= 0 or None"),
-    (lambda: Counter(buffer_keep="middle"), ValueError, "stage 'Counter': buffer_keep must be 'first' or 'last'"),
+    (
+        lambda: Counter(buffer_keep="middle"),
+        ValueError,
+        "stage 'Counter': buffer_keep must be 'first' or 'last'",
+    ),
     (lambda: Counter(demand="later"), ValueError, "demand must be 'forward' or 'accumulate'"),
     (lambda: Counter(restart="always"), ValueError, "restart must be one of"),
     (lambda: Counter(max_restarts=-1), ValueError, "max_restarts must be an int >= 0"),
@@ -66,9 +74,17 @@ BAD_STAGE_OPTIONS = [
     (lambda: Counter(name=""), TypeError, "name must be a non-empty str"),
     (lambda: Counter(dispatcher="fast"), TypeError, "dispatcher must be DemandDispatcher"),
     (lambda: Counter(dispatcher=gs.PartitionDispatcher), ValueError, "needs its partitions"),
-    (lambda: Counter(colour="red"), TypeError, "stage 'Counter': unknown option 'colour' for a producer"),
+    (
+        lambda: Counter(colour="red"),
+        TypeError,
+        "stage 'Counter': unknown option 'colour' for a producer",
+    ),
     (lambda: Forwarder(buffer_size=10), TypeError, "unknown option 'buffer_size' for a consumer"),
-    (lambda: Doubler(demand="accumulate"), TypeError, "unknown option 'demand' for a producer_consumer"),
+    (
+        lambda: Doubler(demand="accumulate"),
+        TypeError,
+        "unknown option 'demand' for a producer_consumer",
+    ),
     (lambda: gs.from_iterable(42), TypeError, "from_iterable: expected an iterable"),
     (lambda: gs.consumer(42), TypeError, "consumer: expected a function"),
 ]
@@ -94,18 +110,50 @@ def pipeline_with_stages():
 
 
 BAD_LINKS = [
-    (lambda p, s, d, o: p.link(o, d), TypeError, "link out -> dbl: 'out' is a consumer and cannot be used as a producer"),
-    (lambda p, s, d, o: p.link(d, s), TypeError, "link dbl -> src: 'src' is a producer and cannot be used as a consumer"),
+    (
+        lambda p, s, d, o: p.link(o, d),
+        TypeError,
+        "link out -> dbl: 'out' is a consumer and cannot be used as a producer",
+    ),
+    (
+        lambda p, s, d, o: p.link(d, s),
+        TypeError,
+        "link dbl -> src: 'src' is a producer and cannot be used as a consumer",
+    ),
     (lambda p, s, d, o: p.link(s, Forwarder()), ValueError, "is not in the pipeline"),
     (lambda p, s, d, o: p.link("nope", o), ValueError, "no stage named 'nope'"),
     (lambda p, s, d, o: p.link(s, 3), TypeError, "expected a stage or a stage name"),
-    (lambda p, s, d, o: p.link(d, d), ValueError, "link dbl -> dbl: a stage cannot subscribe to itself"),
-    (lambda p, s, d, o: p.link(s, o, max_demand=10, min_demand=10), ValueError, "link src -> out: min_demand (10) must be below max_demand (10)"),
-    (lambda p, s, d, o: p.link(s, o, max_demand=0), ValueError, "link src -> out: max_demand (0) must be at least 1"),
+    (
+        lambda p, s, d, o: p.link(d, d),
+        ValueError,
+        "link dbl -> dbl: a stage cannot subscribe to itself",
+    ),
+    (
+        lambda p, s, d, o: p.link(s, o, max_demand=10, min_demand=10),
+        ValueError,
+        "link src -> out: min_demand (10) must be below max_demand (10)",
+    ),
+    (
+        lambda p, s, d, o: p.link(s, o, max_demand=0),
+        ValueError,
+        "link src -> out: max_demand (0) must be at least 1",
+    ),
     (lambda p, s, d, o: p.link(s, o, max_demand="10"), TypeError, "max_demand must be an int"),
-    (lambda p, s, d, o: p.link(s, o, cancel="sometimes"), ValueError, "link src -> out: cancel must be one of"),
-    (lambda p, s, d, o: p.link(s, o, partition=1), ValueError, "partition= needs a producer with a PartitionDispatcher"),
-    (lambda p, s, d, o: p.link(s, o, selector=bool), ValueError, "selector= needs a producer with a BroadcastDispatcher"),
+    (
+        lambda p, s, d, o: p.link(s, o, cancel="sometimes"),
+        ValueError,
+        "link src -> out: cancel must be one of",
+    ),
+    (
+        lambda p, s, d, o: p.link(s, o, partition=1),
+        ValueError,
+        "partition= needs a producer with a PartitionDispatcher",
+    ),
+    (
+        lambda p, s, d, o: p.link(s, o, selector=bool),
+        ValueError,
+        "selector= needs a producer with a BroadcastDispatcher",
+    ),
 ]
 
 
@@ -134,9 +182,13 @@ def test_partition_links_are_checked():
     p = gs.Pipeline()
     src = p.add(Counter(dispatcher=gs.PartitionDispatcher(partitions=2)), name="src")
     a, b, c = (p.add(Forwarder(name=n)) for n in "abc")
-    with pytest.raises(ValueError, match="link src -> a: a consumer of a PartitionDispatcher must pass partition="):
+    with pytest.raises(
+        ValueError, match="link src -> a: a consumer of a PartitionDispatcher must pass partition="
+    ):
         p.link(src, a)
-    with pytest.raises(ValueError, match=r"link src -> a: partition must be one of \[0, 1\], got 7"):
+    with pytest.raises(
+        ValueError, match=r"link src -> a: partition must be one of \[0, 1\], got 7"
+    ):
         p.link(src, a, partition=7)
     p.link(src, a, partition=0)
     with pytest.raises(ValueError, match="link src -> b: partition 0 is already taken by 'a'"):
@@ -185,10 +237,21 @@ def test_subclass_that_forgets_super_init_still_works():
 
 def test_public_names_match_the_design():
     expected = {
-        "Producer", "ProducerConsumer", "Consumer", "ConcurrentConsumer", "Pipeline",
-        "PipelineError", "Failure", "Subscription", "DemandDispatcher",
-        "BroadcastDispatcher", "PartitionDispatcher", "from_iterable", "producer",
-        "producer_consumer", "consumer",
+        "Producer",
+        "ProducerConsumer",
+        "Consumer",
+        "ConcurrentConsumer",
+        "Pipeline",
+        "PipelineError",
+        "Failure",
+        "Subscription",
+        "DemandDispatcher",
+        "BroadcastDispatcher",
+        "PartitionDispatcher",
+        "from_iterable",
+        "producer",
+        "producer_consumer",
+        "consumer",
     }
     assert expected <= set(gs.__all__)
     for name in gs.__all__:

@@ -328,10 +328,14 @@ class PartitionDispatcher:
         hash: Callable[[Any], Hashable | None] | None = None,  # noqa: A002 - GenStage's name
     ) -> None:
         if isinstance(partitions, bool):
-            raise TypeError(f"PartitionDispatcher: partitions must be an int or a list, got {partitions!r}")
+            raise TypeError(
+                f"PartitionDispatcher: partitions must be an int or a list, got {partitions!r}"
+            )
         if isinstance(partitions, int):
             if partitions < 1:
-                raise ValueError(f"PartitionDispatcher: partitions ({partitions}) must be at least 1")
+                raise ValueError(
+                    f"PartitionDispatcher: partitions ({partitions}) must be at least 1"
+                )
             names: list = list(range(partitions))
         else:
             try:
@@ -344,7 +348,9 @@ class PartitionDispatcher:
             if not names:
                 raise ValueError("PartitionDispatcher: partitions must not be empty")
             if len(set(names)) != len(names):
-                raise ValueError(f"PartitionDispatcher: partition names must be unique, got {names!r}")
+                raise ValueError(
+                    f"PartitionDispatcher: partition names must be unique, got {names!r}"
+                )
             if hash is None and not all(isinstance(p, int) for p in names):
                 raise ValueError(
                     "PartitionDispatcher: when partitions are not all ints, pass hash= "

@@ -356,7 +356,7 @@ class Process:
     def _take_unhandled(self) -> list:
         """Remove and return every event this stage holds but will never handle or send."""
         events: list = []
-        for handler, a, b in self.mailbox:
+        for handler, _a, b in self.mailbox:
             func = getattr(handler, "__func__", None)
             if func is Process._on_events:
                 events.extend(b)
@@ -396,7 +396,7 @@ class Process:
             sub._from.post(sub._from._on_cancel_up, sub, reason)
         self.producers.clear()
         # Events still waiting in the mailbox will never be handled.
-        for handler, a, b in self.mailbox:
+        for handler, _a, b in self.mailbox:
             if getattr(handler, "__func__", None) is Process._on_events:
                 self.counters.discarded += len(b)
             elif getattr(handler, "__func__", None) is Process._on_call:
@@ -537,8 +537,7 @@ class Process:
             if dropped:
                 self.counters.dropped += dropped
                 log.warning(
-                    "stage %r discarded %d events from its buffer (buffer_size=%s, "
-                    "buffer_keep=%r)",
+                    "stage %r discarded %d events from its buffer (buffer_size=%s, buffer_keep=%r)",
                     self.name,
                     dropped,
                     self.buffer.size,

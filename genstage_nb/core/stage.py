@@ -92,8 +92,10 @@ class Stage:
                 f"stage {label!r}: max_restarts must be an int >= 0, got {max_restarts!r}"
             )
         max_seconds = options.get("max_seconds", 5.0)
-        if not isinstance(max_seconds, (int, float)) or isinstance(max_seconds, bool) or not (
-            max_seconds > 0
+        if (
+            not isinstance(max_seconds, (int, float))
+            or isinstance(max_seconds, bool)
+            or not (max_seconds > 0)
         ):
             raise ValueError(
                 f"stage {label!r}: max_seconds must be a number > 0, got {max_seconds!r}"
@@ -282,8 +284,7 @@ class Producer(_Producing):
     def demand_mode(self, mode: str) -> None:
         if mode not in DEMAND_MODES:
             raise ValueError(
-                f"stage {self._name!r}: demand_mode must be 'forward' or 'accumulate', "
-                f"got {mode!r}"
+                f"stage {self._name!r}: demand_mode must be 'forward' or 'accumulate', got {mode!r}"
             )
         proc = self._process
         if proc is not None and proc.running:

@@ -63,7 +63,9 @@ class Subscription:
         if cancel not in CANCEL_MODES:
             raise ValueError(f"{where}: cancel must be one of {CANCEL_MODES}, got {cancel!r}")
         if selector is not None and not callable(selector):
-            raise TypeError(f"{where}: selector must be a callable taking one event, got {selector!r}")
+            raise TypeError(
+                f"{where}: selector must be a callable taking one event, got {selector!r}"
+            )
         self.producer = producer
         self.consumer = consumer
         self.cancel = cancel
