@@ -285,6 +285,32 @@ async def test_transient_restart_runs_init_again_and_loses_only_the_failed_batch
     assert p.status["flaky"] == "done"
 
 
+async def test_restarted_producer_serves_the_demand_it_failed_on():
+    class Shaky(gs.Producer):
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.failed = False
+            self.n = 0
+
+        def handle_demand(self, demand):
+            if self.n == 6 and not self.failed:
+                self.failed = True
+                raise OSError("disk hiccup")
+            events = list(range(self.n, min(self.n + demand, 20)))
+            self.n += len(events)
+            if self.n == 20:
+                self.finish()
+            return events
+
+    p = gs.Pipeline()
+    c = Forwarder()
+    p.link(p.add(Shaky(restart="transient")), p.add(c), max_demand=3, min_demand=0)
+    await p.run()
+    assert c.events == list(range(20))
+    [failure] = p.failures["shaky"]
+    assert failure.hook == "handle_demand" and failure.events == [] and failure.restarted
+
+
 async def test_restart_intensity_exceeded_fails_for_good():
     class Always(gs.Consumer):
         def handle_events(self, events):

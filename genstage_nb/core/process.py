@@ -123,6 +123,7 @@ class Process:
         self._task_group: Any = None
         self._in_flight: dict[Subscription, list[int]] = {}  # concurrent: [done, running]
         self._failed_ask: tuple[Subscription, int] | None = None
+        self._demand_in_hand = 0
         self._final_failure: Failure | None = None
         # The sync fast path (see post): set while the task waits for messages.
         self._parked = False
@@ -248,9 +249,13 @@ class Process:
                     unhandled = [] if restarted else self._take_unhandled()
                     self._record_failure(exc, restarted, unhandled)
                     failed_ask, self._failed_ask = self._failed_ask, None
+                    lost_demand, self._demand_in_hand = self._demand_in_hand, 0
                     if restarted:
+                        # The demand in hand when it failed is served after the restart.
                         if failed_ask is not None:
                             self._ask_upstream(*failed_ask)
+                        if lost_demand:
+                            self.mailbox.appendleft((self._on_self_demand, lost_demand, None))
                         self.status = "restarting"
                         self.counters.restarts += 1
                         await checkpoint()
@@ -491,6 +496,7 @@ class Process:
 
     def _handle_demand(self, demand: int) -> Any:
         self.current_hook = "handle_demand"
+        self._demand_in_hand = demand
         result = self.stage.handle_demand(demand)
         if result is not None and result.__class__ is not list and isawaitable(result):
             return self._handle_demand_async(result)
@@ -502,6 +508,7 @@ class Process:
 
     def _demand_handled(self, result: Any) -> None:
         self.current_hook = ""
+        self._demand_in_hand = 0
         events = as_events(self.name, "handle_demand", result)
         if events:
             self._dispatch(events)
