@@ -1,12 +1,17 @@
 """The book-signing demo: a crowd of readers arrives faster than one author signs.
 
-The author asks for at most ``max_demand`` readers at a time; the queue at the door
-(the producer's buffer) never overwhelms her, and the terminal shows it batch by batch.
+The author asks for at most ``max_demand`` readers at a time; the rest of the crowd waits
+in the queue at the door (the producer's buffer), so the author is never overwhelmed.
+The terminal shows live progress, then a per-stage summary; the metrics plot is saved as
+a PNG.
+
+    genstage-nb demo [--events 2000] [--max-demand 100] [--output book_signing.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -18,19 +23,25 @@ from .pipeline import Pipeline
 
 
 class Crowd(Producer):
-    """Readers arrive in groups, whether or not the author is ready."""
+    """Readers arrive at ``rate`` per second, whether or not the author is ready.
 
-    def __init__(self, readers: int, **options: Any) -> None:
+    Whoever has arrived when the author asks is let in line; what she did not ask for
+    waits at the door (the producer's buffer).
+    """
+
+    def __init__(self, readers: int, rate: float, **options: Any) -> None:
         super().__init__(**options)
         self.readers = readers
+        self.rate = rate
 
     def init(self) -> None:
         self.arrived = 0
+        self.opened = time.perf_counter()
 
     def handle_demand(self, demand: int) -> list[str]:
-        # The crowd does not care about demand: a group of up to 3 * demand arrives,
-        # and whatever the author did not ask for waits in the buffer (the queue).
-        group = min(3 * demand, self.readers - self.arrived)
+        due = int(self.rate * (time.perf_counter() - self.opened)) - self.arrived
+        left = self.readers - self.arrived
+        group = min(max(due, demand), left)
         readers = [f"reader {i + 1}" for i in range(self.arrived, self.arrived + group)]
         self.arrived += group
         if self.arrived >= self.readers:
@@ -39,7 +50,7 @@ class Crowd(Producer):
 
 
 class Author(ProducerConsumer):
-    """Signs one book per reader; takes a little time per batch."""
+    """Signs one book per reader, ``seconds_per_book`` each."""
 
     def __init__(self, seconds_per_book: float, **options: Any) -> None:
         super().__init__(**options)
@@ -51,68 +62,121 @@ class Author(ProducerConsumer):
 
 
 class Exit(Consumer):
-    """Readers leave with their signed book; prints the progress."""
+    """Readers leave with their signed book; shows the progress."""
 
-    def __init__(self, out: Any, total: int, **options: Any) -> None:
+    def __init__(self, progress: Progress, **options: Any) -> None:
         super().__init__(**options)
-        self.out = out
-        self.total = total
+        self.progress = progress
 
     def init(self) -> None:
         self.signed = 0
-        self.started = time.perf_counter()
 
     def handle_events(self, books: list[str]) -> None:
         self.signed += len(books)
-        crowd = self._pipeline.stages["crowd"]
-        elapsed = time.perf_counter() - self.started
-        bar = "#" * int(30 * self.signed / self.total)
-        print(
-            f"[{bar:<30}] signed {self.signed:>5}/{self.total}  "
-            f"batch {len(books):>3}  queue at the door {crowd.buffered:>5}  "
-            f"{elapsed:6.2f}s",
-            file=self.out,
+        self.progress.update(self.signed)
+
+
+class Progress:
+    """One live line on a terminal (a line per tenth of the work elsewhere)."""
+
+    def __init__(self, out: Any, total: int, pipeline: Pipeline | None = None) -> None:
+        self.out = out
+        self.total = total
+        self.pipeline = pipeline
+        self.live = hasattr(out, "isatty") and out.isatty()
+        self.started = time.perf_counter()
+        self.shown = -1.0
+        self.tenth = -1
+
+    def update(self, signed: int) -> None:
+        now = time.perf_counter()
+        tenth = 10 * signed // self.total
+        if self.live and now - self.shown < 0.1 and signed < self.total:
+            return
+        if not self.live and tenth == self.tenth:
+            return
+        self.shown, self.tenth = now, tenth
+        crowd = self.pipeline.stages["crowd"] if self.pipeline else None
+        waiting = crowd.buffered if crowd is not None else 0
+        bar = "#" * (30 * signed // self.total)
+        line = (
+            f"[{bar:<30}] {signed:>6}/{self.total} signed  "
+            f"{waiting:>6} waiting at the door  {now - self.started:6.2f}s"
         )
+        if self.live:
+            print("\r" + line, end="" if signed < self.total else "\n", file=self.out, flush=True)
+        else:
+            print(line, file=self.out)
 
 
 def build(readers: int, max_demand: int, seconds_per_book: float, out: Any) -> Pipeline:
-    p = Pipeline("book signing")
-    crowd = p.add(Crowd(readers, buffer_size=readers), name="crowd")
+    """The book-signing pipeline: crowd -> author -> exit."""
+    p = Pipeline("book signing", metrics_interval=0.05)
+    progress = Progress(out, readers, p)
+    # The crowd arrives twice as fast as the author signs.
+    rate = 2.0 / seconds_per_book if seconds_per_book > 0 else float(readers)
+    crowd = p.add(Crowd(readers, rate, buffer_size=None), name="crowd")
     author = p.add(Author(seconds_per_book), name="author")
-    leave = p.add(Exit(out, readers), name="exit")
+    leave = p.add(Exit(progress), name="exit")
     p.link(crowd, author, max_demand=max_demand)
     p.link(author, leave, max_demand=max_demand)
     return p
 
 
+def summary(p: Pipeline, elapsed: float) -> str:
+    """The per-stage table printed at the end."""
+    totals = p.metrics.totals()
+    lines = [
+        f"{'stage':<8} {'kind':<18} {'events in':>10} {'events out':>11} "
+        f"{'events/s':>10} {'peak buffer':>12} {'peak demand':>12}"
+    ]
+    for name, row in totals.iterrows():
+        handled = row["events_out"] if row["kind"] == "producer" else row["events_in"]
+        lines.append(
+            f"{name:<8} {row['kind']:<18} {row['events_in']:>10} {row['events_out']:>11} "
+            f"{handled / elapsed if elapsed else 0:>10.0f} {row['peak_buffer_size']:>12} "
+            f"{row['peak_outstanding_demand']:>12}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None, out: Any = None) -> int:
     out = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="genstage-nb demo", description=__doc__)
-    parser.add_argument("--events", type=int, default=2000, help="readers in the crowd")
-    parser.add_argument("--max-demand", type=int, default=100, help="readers per ask")
+    parser = argparse.ArgumentParser(
+        prog="genstage-nb demo",
+        description="A crowd of readers arrives faster than one author signs; she asks "
+        "for at most --max-demand readers at a time.",
+    )
+    parser.add_argument("--events", type=int, default=2000, help="readers (default 2000)")
     parser.add_argument(
-        "--seconds-per-book", type=float, default=0.001, help="signing time per book"
+        "--max-demand", type=int, default=100, help="readers the author asks for at a time"
+    )
+    parser.add_argument(
+        "--seconds-per-book", type=float, default=0.001, help="signing time (default 0.001)"
+    )
+    parser.add_argument(
+        "--output", default="book_signing.png", help="where to save the metrics plot (PNG)"
     )
     args = parser.parse_args(argv)
     if args.events < 1:
         parser.error("--events must be at least 1")
+    if args.seconds_per_book < 0:
+        parser.error("--seconds-per-book must be 0 or more")
     try:
         p = build(args.events, args.max_demand, args.seconds_per_book, out)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     print(
-        f"Book signing: {args.events} readers, the author asks for {args.max_demand} at a time",
+        f"Book signing: {args.events} readers arrive; the author asks for at most "
+        f"{args.max_demand} at a time.",
         file=out,
     )
     started = time.perf_counter()
     p.run_sync()
     elapsed = time.perf_counter() - started
-    print(f"\nAll {args.events} books signed in {elapsed:.2f}s.", file=out)
-    print(f"{'stage':<8} {'kind':<18} {'status':<7} {'in':>7} {'out':>7}", file=out)
-    for name, stage in p.stages.items():
-        c = stage._process.counters
-        print(
-            f"{name:<8} {stage.kind:<18} {p.status[name]:<7} {c.events_in:>7} {c.events_out:>7}",
-            file=out,
-        )
+    print(f"\nAll {args.events} books signed in {elapsed:.2f}s.\n", file=out)
+    print(summary(p, elapsed), file=out)
+    fig = p.plot()
+    fig.savefig(args.output, dpi=100)
+    print(f"\nMetrics plot: {os.path.abspath(args.output)}", file=out)
     return 0

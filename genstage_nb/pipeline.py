@@ -24,6 +24,7 @@ from .core.errors import Failure, PipelineError
 from .core.process import Process
 from .core.stage import Stage
 from .core.subscription import Subscription
+from .metrics import Metrics
 
 log = logging.getLogger("genstage_nb")
 
@@ -48,7 +49,8 @@ class Pipeline:
     Options: ``name``; ``on_failure`` (``"stop"``: a stage that fails for good stops the
     whole pipeline and ``run()`` raises ``PipelineError``; ``"continue"``: only its
     subscribers react, by their cancel mode, and ``run()`` raises at the end);
-    ``metrics_interval`` (seconds between metric samples, default 0.25).
+    ``metrics_interval`` (seconds between metric samples, default 0.25; ``None``
+    samples only at the start and the end of a run).
     """
 
     def __init__(
@@ -58,18 +60,19 @@ class Pipeline:
             raise ValueError(
                 f"Pipeline: on_failure must be 'stop' or 'continue', got {on_failure!r}"
             )
-        if (
+        if metrics_interval is not None and (
             not isinstance(metrics_interval, (int, float))
             or isinstance(metrics_interval, bool)
             or not metrics_interval > 0
         ):
             raise ValueError(
-                f"Pipeline: metrics_interval must be a number of seconds > 0, "
-                f"got {metrics_interval!r}"
+                f"Pipeline: metrics_interval must be a number of seconds > 0 (or None: no "
+                f"sampling), got {metrics_interval!r}"
             )
         self.name = name
         self.on_failure = on_failure
-        self.metrics_interval = float(metrics_interval)
+        self.metrics_interval = None if metrics_interval is None else float(metrics_interval)
+        self.metrics = Metrics(self)
         self._graph = nx.DiGraph()
         self._procs: dict[str, Process] = {}
         self.failures: dict[str, list[Failure]] = {}
@@ -268,6 +271,8 @@ class Pipeline:
         if self._running and self._background is None:
             raise RuntimeError(f"pipeline {self.name or ''!s}: already running".replace("  ", " "))
         self._begin()
+        self.metrics.reset()
+        self.metrics.sample()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -275,7 +280,10 @@ class Pipeline:
                     tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
                 if self.stopping:
                     tg.start_soon(self._stop_within, self._stop_timeout)
+                if self.metrics_interval is not None:
+                    tg.start_soon(self.metrics.run, self.metrics_interval, self._ended)
         finally:
+            self.metrics.sample()
             self._end()
         if self._fatal:
             self.error = PipelineError(self._fatal)
@@ -412,6 +420,23 @@ class Pipeline:
         from .stream import EventStream
 
         return EventStream(self, self._stage("stream", stage), max_demand)
+
+    # -- pictures --------------------------------------------------------------------
+
+    def plot(self) -> Any:
+        """A matplotlib Figure: throughput, buffer size and outstanding demand over
+        time, one line per stage (same colour in every panel). Never calls plt.show."""
+        from .plotting import plot_metrics
+
+        return plot_metrics(self.metrics.frame(), list(self._procs))
+
+    def draw(self) -> Any:
+        """A matplotlib Figure of the graph, left to right by topological generation:
+        nodes coloured by kind (a failed stage in red), edges labelled with
+        max_demand."""
+        from .plotting import draw_graph
+
+        return draw_graph(self._graph, self.status)
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,169 @@
+"""Metrics: every stage's hot-path counters, sampled while a pipeline runs, as pandas.
+
+The stages count with plain integer increments (``core.process.Counters``); a sampler
+task reads them every ``Pipeline(metrics_interval=...)`` seconds (default 0.25) into a
+bounded store, plus one last sample when the pipeline stops. pandas is imported only
+when a frame is asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Samples kept per run: one hour at the default interval of 0.25 s. Older samples are
+#: dropped first, so a long run keeps bounded memory (about 100 bytes per stage and
+#: sample).
+HISTORY = 14_400
+
+#: The metrics of each sample, in the order of ``Metrics.frame`` (``throughput`` is
+#: derived from ``events_in``/``events_out`` between samples).
+METRICS = (
+    "events_in",
+    "events_out",
+    "throughput",
+    "buffer_size",
+    "outstanding_demand",
+    "dropped",
+    "failed",
+    "discarded",
+    "demand_in",
+    "demand_out",
+    "restarts",
+)
+_COUNTED = (
+    "events_in",
+    "events_out",
+    "dropped",
+    "failed",
+    "discarded",
+    "demand_in",
+    "demand_out",
+    "restarts",
+)
+
+
+class Metrics:
+    """What every stage of a pipeline did, over time (``Pipeline.metrics``).
+
+    - ``frame()``: a tidy ``pandas.DataFrame`` with columns ``time`` (seconds since
+      the run started), ``stage``, ``metric`` and ``value``; metrics are ``events_in``
+      and ``events_out`` (cumulative), ``throughput`` (events handled per second over
+      the interval: ``events_out`` for producers, ``events_in`` for the others),
+      ``buffer_size`` (events waiting in the stage), ``outstanding_demand`` (demand the
+      stage has asked of its producers and not yet received), ``dropped`` (buffer
+      overflow), ``failed`` (events in failed batches), ``discarded`` (partition hash
+      ``None``, or sent to a stage that had stopped), ``demand_in``, ``demand_out`` and
+      ``restarts``.
+    - ``totals()``: one row per stage with the latest counts.
+
+    The last ``history`` samples are kept (default 14 400: an hour at 0.25 s).
+
+    >>> import genstage_nb as gs
+    >>> p = gs.Pipeline()
+    >>> _ = p.link(p.add(gs.from_iterable(range(10)), name="src"),
+    ...            p.add(gs.consumer(lambda e: None), name="sink"))
+    >>> p.run_sync()
+    >>> totals = p.metrics.totals()
+    >>> int(totals.loc["src", "events_out"]), int(totals.loc["sink", "events_in"])
+    (10, 10)
+    >>> sorted(set(p.metrics.frame()["metric"]))[:4]
+    ['buffer_size', 'demand_in', 'demand_out', 'discarded']
+    """
+
+    def __init__(self, pipeline: Any, history: int = HISTORY) -> None:
+        self._pipeline = pipeline
+        self._samples: deque[tuple[float, dict[str, tuple]]] = deque(maxlen=history)
+        self._started = time.perf_counter()
+        self.peaks: dict[str, dict[str, int]] = {}
+
+    def reset(self) -> None:
+        """Forget every sample; time 0 is now (a new run)."""
+        self._samples.clear()
+        self._started = time.perf_counter()
+        self.peaks = {}
+
+    def sample(self) -> None:
+        """Take one sample of every stage's counters now."""
+        now = time.perf_counter() - self._started
+        row = {}
+        for name, proc in list(self._pipeline._procs.items()):
+            c = proc.counters
+            buffered = proc.buffered() + sum(len(e) for k, _, e in proc.pc_queue if k == 0)
+            outstanding = sum(sub.pending for sub in proc.producers)
+            row[name] = (
+                proc.kind,
+                buffered,
+                outstanding,
+                *(getattr(c, field) for field in _COUNTED),
+            )
+            peak = self.peaks.setdefault(name, {"buffer_size": 0, "outstanding_demand": 0})
+            if buffered > peak["buffer_size"]:
+                peak["buffer_size"] = buffered
+            if outstanding > peak["outstanding_demand"]:
+                peak["outstanding_demand"] = outstanding
+        self._samples.append((now, row))
+
+    async def run(self, interval: float, ended: anyio.Event) -> None:
+        """Sample every ``interval`` seconds until ``ended`` is set."""
+        while not ended.is_set():
+            with anyio.move_on_after(interval):
+                await ended.wait()
+            if not ended.is_set():
+                self.sample()
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def frame(self) -> pd.DataFrame:
+        """The samples as a tidy DataFrame: ``time``, ``stage``, ``metric``, ``value``."""
+        import pandas as pd
+
+        records = []
+        # Rates are taken over at least half an interval: a sample right after another
+        # (the last one, at the end of a run) would give a meaningless spike.
+        min_span = 0.5 * (self._pipeline.metrics_interval or 0.0)
+        previous: dict[str, tuple[float, int, float]] = {}
+        for t, row in self._samples:
+            for name, (kind, buffered, outstanding, *counts) in row.items():
+                values = dict(zip(_COUNTED, counts, strict=True))
+                handled = values["events_out"] if kind == "producer" else values["events_in"]
+                last = previous.get(name)
+                if last is None:
+                    rate = 0.0
+                    previous[name] = (t, handled, rate)
+                elif t - last[0] >= min_span and t > last[0]:
+                    rate = (handled - last[1]) / (t - last[0])
+                    previous[name] = (t, handled, rate)
+                else:
+                    rate = last[2]
+                values.update(throughput=rate, buffer_size=buffered, outstanding_demand=outstanding)
+                records.extend((t, name, metric, float(values[metric])) for metric in METRICS)
+        return pd.DataFrame.from_records(records, columns=["time", "stage", "metric", "value"])
+
+    def totals(self) -> pd.DataFrame:
+        """One row per stage: kind, status and the latest counts (live while running)."""
+        import pandas as pd
+
+        rows = []
+        for name, proc in self._pipeline._procs.items():
+            c = proc.counters
+            peak = self.peaks.get(name, {})
+            rows.append(
+                {
+                    "stage": name,
+                    "kind": proc.kind,
+                    "status": proc.status,
+                    **{field: getattr(c, field) for field in _COUNTED},
+                    "buffer_size": proc.buffered(),
+                    "peak_buffer_size": peak.get("buffer_size", 0),
+                    "peak_outstanding_demand": peak.get("outstanding_demand", 0),
+                }
+            )
+        return pd.DataFrame(rows).set_index("stage")

@@ -1,0 +1,126 @@
+"""matplotlib figures: the metrics panels and the pipeline graph.
+
+Figures are made with ``matplotlib.figure.Figure`` (not pyplot), so nothing is shown or
+kept in pyplot's global state: notebooks display the returned figure, scripts save it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+from matplotlib.figure import Figure
+
+#: Panels of ``Pipeline.plot``: (metric, title, unit).
+PANELS = (
+    ("throughput", "Throughput", "events/s"),
+    ("buffer_size", "Buffer size", "events"),
+    ("outstanding_demand", "Outstanding demand", "events"),
+)
+
+#: Node colours of ``Pipeline.draw`` by kind; a failed stage is drawn in red.
+KIND_COLOURS = {
+    "producer": "#4c9be8",
+    "producer_consumer": "#f0a63a",
+    "consumer": "#5cb85c",
+}
+FAILED_COLOUR = "#d9534f"
+STATUS_EDGES = {"running": "#222222", "restarting": "#d9534f", "failed": FAILED_COLOUR}
+
+
+def stage_colours(stages: list[str]) -> dict[str, Any]:
+    """One colour per stage, the same in every panel and figure."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {name: cmap(i % 10) for i, name in enumerate(stages)}
+
+
+def plot_metrics(frame: Any, stages: list[str]) -> Figure:
+    """Three panels (throughput, buffer size, outstanding demand) over time."""
+    colours = stage_colours(stages)
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    axes = fig.subplots(len(PANELS), 1, sharex=True)
+    for ax, (metric, title, unit) in zip(axes, PANELS, strict=True):
+        data = frame[frame["metric"] == metric]
+        for name in stages:
+            series = data[data["stage"] == name]
+            if series.empty:
+                continue
+            ax.plot(series["time"], series["value"], label=name, color=colours[name])
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.grid(True, alpha=0.3)
+        if ax.get_lines():
+            ax.legend(loc="upper right", fontsize="small")
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle("Pipeline metrics")
+    return fig
+
+
+def _layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
+    """Left to right by topological generation (cycles fall back to one column each)."""
+    try:
+        generations = list(nx.topological_generations(graph))
+    except nx.NetworkXUnfeasible:
+        generations = [[n] for n in graph.nodes]
+    pos = {}
+    for x, generation in enumerate(generations):
+        for y, name in enumerate(sorted(generation)):
+            pos[name] = (float(x), -float(y) + (len(generation) - 1) / 2)
+    return pos
+
+
+def draw_graph(graph: nx.DiGraph, status: dict[str, str]) -> Figure:
+    """The pipeline graph: kinds coloured, failed stages red, edges labelled."""
+    fig = Figure(figsize=(max(4, 2.6 * (len(graph) ** 0.5 + 1)), 3.5), layout="constrained")
+    ax = fig.subplots()
+    ax.set_axis_off()
+    if not len(graph):
+        ax.set_title("(empty pipeline)")
+        return fig
+    pos = _layout(graph)
+    names = list(graph.nodes)
+    colours = [
+        FAILED_COLOUR
+        if status.get(n) == "failed"
+        else KIND_COLOURS.get(graph.nodes[n]["kind"], "#999999")
+        for n in names
+    ]
+    edges = [STATUS_EDGES.get(status.get(n, "idle"), "#888888") for n in names]
+    nx.draw_networkx_nodes(
+        graph,
+        pos,
+        ax=ax,
+        nodelist=names,
+        node_color=colours,
+        edgecolors=edges,
+        node_size=1600,
+        linewidths=2,
+    )
+    nx.draw_networkx_labels(graph, pos, ax=ax, font_size=9)
+    nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=18, node_size=1600)
+    labels = {
+        (a, b): f"max_demand={d['subscription'].max_demand}" for a, b, d in graph.edges(data=True)
+    }
+    nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8)
+    handles = [_patch(colour, kind.replace("_", "-")) for kind, colour in KIND_COLOURS.items()] + [
+        _patch(FAILED_COLOUR, "failed")
+    ]
+    ax.legend(
+        handles=handles,
+        loc="lower center",
+        ncols=4,
+        fontsize="small",
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.15),
+    )
+    xs = [x for x, _ in pos.values()]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    return fig
+
+
+def _patch(colour: str, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=colour, label=label)
