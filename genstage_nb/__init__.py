@@ -28,7 +28,15 @@ from .core.errors import Failure, PipelineError
 from .core.factories import consumer, from_iterable, producer, producer_consumer
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
-from .pipeline import Pipeline
+from .pipeline import Pipeline, default_pipeline
+
+
+def load_ipython_extension(ipython):  # noqa: ANN001, ANN201 - IPython's hook
+    """``%load_ext genstage_nb``: register the ``%%stage`` and ``%pipeline`` magics."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
 
 __version__ = "0.1.0"
 
@@ -48,7 +56,9 @@ __all__ = [
     "Stage",
     "Subscription",
     "consumer",
+    "default_pipeline",
     "from_iterable",
+    "load_ipython_extension",
     "producer",
     "producer_consumer",
 ]

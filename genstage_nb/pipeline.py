@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 from collections.abc import Generator
 from typing import Any
 
@@ -252,6 +253,20 @@ class Pipeline:
         else:
             to.producers.pop(sub, None)
 
+    def _remove(self, name: str) -> None:
+        """Take a stage and its links out of an idle pipeline."""
+        if self._running:
+            raise RuntimeError(f"cannot remove stage {name!r} while the pipeline runs")
+        for sub in [d["subscription"] for *_, d in self._graph.in_edges(name, data=True)]:
+            self.unlink(sub)
+        for sub in [d["subscription"] for *_, d in self._graph.out_edges(name, data=True)]:
+            self.unlink(sub)
+        stage = self._graph.nodes[name]["stage"]
+        self._graph.remove_node(name)
+        del self._procs[name]
+        stage._pipeline = None
+        stage._process = None
+
     # -- running -------------------------------------------------------------------
 
     @property
@@ -352,7 +367,13 @@ class Pipeline:
         try:
             await self.run()
         except PipelineError as exc:
-            log.error("pipeline %s failed: %s", self.name or "", exc)
+            # Nobody awaits a background run: say it here (in a notebook, stderr shows
+            # in the cell output; the tracebacks were logged as each stage failed).
+            print(
+                f"genstage_nb: pipeline {self.name or ''} stopped: {exc} "
+                f"(tracebacks above; details in .failures)".replace("  ", " "),
+                file=sys.stderr,
+            )
 
     def stop(self, timeout: float | None = 5.0) -> _Stopping:
         """Stop gracefully: producers stop making events, what they made is delivered
@@ -438,11 +459,43 @@ class Pipeline:
 
         return draw_graph(self._graph, self.status)
 
+    def dashboard(self, refresh: float = 1.0) -> Any:
+        """An ipywidgets dashboard: start/stop buttons, a status table, a slider per
+        subscription bound live to its ``max_demand`` (and ``min_demand``), and the
+        metrics plots, refreshed every ``refresh`` seconds while the pipeline runs."""
+        from .notebook.dashboard import Dashboard
+
+        return Dashboard(self, refresh=refresh)
+
     def __repr__(self) -> str:
         return (
             f"<Pipeline {self.name or ''} stages={len(self._procs)} "
             f"links={self._graph.number_of_edges()} running={self._running}>"
         )
+
+
+_default: Pipeline | None = None
+
+
+def default_pipeline() -> Pipeline:
+    """The pipeline that ``%%stage`` cells add to unless told otherwise (made on first
+    use; ``%pipeline reset`` replaces it).
+
+    >>> import genstage_nb as gs
+    >>> gs.default_pipeline() is gs.default_pipeline()
+    True
+    """
+    global _default
+    if _default is None:
+        _default = Pipeline("default")
+    return _default
+
+
+def reset_default_pipeline() -> Pipeline:
+    """Replace the default pipeline with a new, empty one and return it."""
+    global _default
+    _default = Pipeline("default")
+    return _default
 
 
 class _Stopping:

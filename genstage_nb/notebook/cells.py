@@ -1,0 +1,179 @@
+"""Stages built from the hooks a notebook cell defines, and their code swapped in place.
+
+A cell defines hooks as plain functions (``def handle_events(events): ...``, or with a
+first parameter ``self`` to keep state on the stage) or one stage class. Re-running the
+cell swaps the code of the same stage object: its state (attributes), buffer and
+subscriptions stay, and the next batch runs the new code (a batch in flight finishes
+with the old one, so no event is lost or handled twice).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import types
+from typing import Any
+
+from ..core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
+
+HOOKS = (
+    "init",
+    "handle_demand",
+    "handle_events",
+    "handle_event",
+    "handle_subscribe",
+    "handle_cancel",
+    "handle_info",
+    "handle_call",
+)
+KINDS = ("producer", "producer_consumer", "consumer")
+#: The hook each kind cannot do without.
+REQUIRED = {
+    "producer": ("handle_demand", "handle_demand(demand) returning the events"),
+    "producer_consumer": ("handle_events", "handle_events(events) returning the events"),
+    "consumer": ("handle_events", "handle_events(events)"),
+}
+
+
+class CellError(ValueError):
+    """Bad input in a ``%%stage`` cell: one line naming the stage and the fix."""
+
+
+class _CellHooks:
+    """Mixin: hooks given as functions, bound to this stage; swappable."""
+
+    _cell_hooks: tuple[str, ...] = ()
+
+    def set_hooks(self, hooks: dict[str, Any]) -> None:
+        for name in self._cell_hooks:
+            if name not in hooks and name in self.__dict__:
+                delattr(self, name)
+        for name, fn in hooks.items():
+            setattr(self, name, _bind(fn, self))
+        self._cell_hooks = tuple(hooks)
+
+
+class CellProducer(_CellHooks, Producer):
+    """A producer whose hooks come from a notebook cell."""
+
+
+class CellProducerConsumer(_CellHooks, ProducerConsumer):
+    """A producer-consumer whose hooks come from a notebook cell."""
+
+
+class CellConsumer(_CellHooks, Consumer):
+    """A consumer whose hooks come from a notebook cell."""
+
+
+class CellConcurrentConsumer(_CellHooks, ConcurrentConsumer):
+    """A concurrent consumer whose ``handle_event`` comes from a notebook cell."""
+
+
+CELL_CLASSES = {
+    "producer": CellProducer,
+    "producer_consumer": CellProducerConsumer,
+    "consumer": CellConsumer,
+}
+
+
+def _bind(fn: Any, stage: Stage) -> Any:
+    """Functions whose first parameter is ``self`` become methods of the stage."""
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return fn
+    if params and params[0] == "self":
+        return types.MethodType(fn, stage)
+    return fn
+
+
+def defined_names(cell: str) -> tuple[list[str], list[str]]:
+    """The functions and classes a cell defines at its top level."""
+    tree = ast.parse(cell)
+    functions = [
+        n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    return functions, classes
+
+
+def cell_contents(name: str, cell: str, namespace: dict) -> tuple[dict[str, Any], type | None]:
+    """Run ``cell`` in ``namespace``; return the hooks it defined, or its stage class."""
+    functions, classes = defined_names(cell)
+    exec(compile(cell, f"<stage {name}>", "exec"), namespace)  # noqa: S102 - the user's cell
+    stage_classes = [
+        namespace[c]
+        for c in classes
+        if isinstance(namespace.get(c), type) and issubclass(namespace[c], Stage)
+    ]
+    if len(stage_classes) > 1:
+        names = ", ".join(c.__name__ for c in stage_classes)
+        raise CellError(
+            f"stage {name!r}: the cell defines several stage classes ({names}); keep one"
+        )
+    hooks = {f: namespace[f] for f in functions if f in HOOKS}
+    if stage_classes:
+        if hooks:
+            raise CellError(
+                f"stage {name!r}: define either hook functions or one stage class, not both"
+            )
+        return {}, stage_classes[0]
+    if not hooks:
+        raise CellError(
+            f"stage {name!r}: the cell defines no hook; define handle_demand(demand) for a "
+            f"producer or handle_events(events) for a consumer"
+        )
+    return hooks, None
+
+
+def class_kind(cls: type) -> str:
+    return cls.kind
+
+
+def infer_kind(hooks: dict[str, Any], has_subscribers: bool, current: Stage | None) -> str:
+    """``handle_demand`` -> producer; otherwise consumer, or producer-consumer when
+    another stage subscribes to it."""
+    if "handle_demand" in hooks:
+        return "producer"
+    if has_subscribers or (current is not None and current.kind == "producer_consumer"):
+        return "producer_consumer"
+    return "consumer"
+
+
+def check_hooks(name: str, kind: str, hooks: dict[str, Any]) -> None:
+    if kind == "consumer" and "handle_event" in hooks and "handle_events" not in hooks:
+        if not inspect.iscoroutinefunction(hooks["handle_event"]):
+            raise CellError(
+                f"stage {name!r}: handle_event must be 'async def' (it runs concurrently)"
+            )
+        return
+    hook, text = REQUIRED[kind]
+    if hook not in hooks:
+        raise CellError(f"stage {name!r}: a {kind} cell must define {text}")
+
+
+def new_stage(name: str, kind: str, hooks: dict[str, Any], cls: type | None) -> Stage:
+    if cls is not None:
+        try:
+            return cls()
+        except TypeError as exc:
+            raise CellError(
+                f"stage {name!r}: {cls.__name__}() must be callable without arguments ({exc})"
+            ) from None
+    if kind == "consumer" and "handle_event" in hooks and "handle_events" not in hooks:
+        stage: Any = CellConcurrentConsumer()
+    else:
+        stage = CELL_CLASSES[kind]()
+    stage.set_hooks(hooks)
+    return stage
+
+
+def swap_code(stage: Stage, hooks: dict[str, Any], cls: type | None) -> None:
+    """Give ``stage`` new code in place: same object, state, buffer, subscriptions."""
+    if cls is not None:
+        if getattr(stage, "_cell_hooks", None) is not None and isinstance(stage, _CellHooks):
+            for hook in stage._cell_hooks:
+                stage.__dict__.pop(hook, None)
+        stage.__class__ = cls
+    else:
+        stage.set_hooks(hooks)  # type: ignore[attr-defined]

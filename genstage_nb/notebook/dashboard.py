@@ -1,0 +1,180 @@
+"""``Pipeline.dashboard()``: watch and tune a running pipeline from a notebook.
+
+Start and stop buttons, a status table, one ``IntSlider`` per subscription bound live to
+its ``max_demand`` (with a second one for ``min_demand``), and the metrics plots. While
+the pipeline runs, a task on the kernel's event loop refreshes the table and the plots
+every ``refresh`` seconds (rendering takes a fraction of that, between two awaits); it
+stops when the pipeline stops or the widget is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import io
+from typing import Any
+
+import ipywidgets as w
+
+from ..core.subscription import Subscription
+
+
+def _edge(sub: Subscription) -> str:
+    return f"{sub.producer.name} → {sub.consumer.name}"
+
+
+class DemandSliders(w.HBox):
+    """The sliders of one subscription: ``max_demand`` and ``min_demand``, live."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self.subscription = sub
+        self._adjusting = False
+        top = max(1000, 4 * sub.max_demand)
+        self.max_slider = w.IntSlider(
+            value=sub.max_demand,
+            min=1,
+            max=top,
+            description=_edge(sub),
+            continuous_update=False,
+            style={"description_width": "initial"},
+            layout=w.Layout(width="60%"),
+        )
+        self.min_slider = w.IntSlider(
+            value=sub.min_demand,
+            min=0,
+            max=max(sub.max_demand - 1, 0),
+            description="min_demand",
+            continuous_update=False,
+            layout=w.Layout(width="40%"),
+        )
+        self.max_slider.observe(self._on_max, names="value")
+        self.min_slider.observe(self._on_min, names="value")
+        super().__init__([self.max_slider, self.min_slider])
+
+    def _on_max(self, change: dict) -> None:
+        new_max = change["new"]
+        sub = self.subscription
+        sub.tune(max_demand=new_max)  # an explicit min_demand above it goes back to half
+        self._adjusting = True
+        top = max(new_max - 1, 0)
+        try:
+            # Widen before moving the value, narrow after, so it is never clamped.
+            if top > self.min_slider.max:
+                self.min_slider.max = top
+            self.min_slider.value = sub.min_demand
+            self.min_slider.max = top
+        finally:
+            self._adjusting = False
+
+    def _on_min(self, change: dict) -> None:
+        sub = self.subscription
+        if not self._adjusting and change["new"] != sub.min_demand:
+            sub.tune(min_demand=min(change["new"], sub.max_demand - 1))
+
+
+class Dashboard(w.VBox):
+    """The dashboard widget of one pipeline (see ``Pipeline.dashboard``)."""
+
+    def __init__(self, pipeline: Any, refresh: float = 1.0) -> None:
+        self.pipeline = pipeline
+        self.refresh = refresh
+        self.start_button = w.Button(description="Start", icon="play", button_style="success")
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger")
+        self.start_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.status = w.HTML()
+        self.sliders = [DemandSliders(sub) for sub in pipeline.subscriptions]
+        self.plot = w.Image(format="png", layout=w.Layout(max_width="900px"))
+        self.message = w.HTML()
+        self.refreshes = 0
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        super().__init__(
+            [
+                w.HBox([self.start_button, self.stop_button, self.message]),
+                self.status,
+                w.VBox(self.sliders),
+                self.plot,
+            ]
+        )
+        self.update()
+        if pipeline.running:
+            self._follow()
+
+    # -- buttons -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.pipeline.running:
+            self.message.value = "already running"
+            return
+        try:
+            self.pipeline.start()
+        except RuntimeError as exc:
+            self.message.value = html.escape(str(exc))
+            return
+        self.message.value = "running"
+        self._follow()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        self.message.value = "stopping"
+
+    # -- refreshing --------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Refresh while the pipeline runs (a task on the running loop)."""
+        if self._task is not None and not self._task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (plain Python): refresh by calling update()
+        self._task = loop.create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.refresh)
+            if self._closed:
+                return
+            self.update()
+            if not self.pipeline.running:
+                self.message.value = "stopped"
+                return
+
+    def update(self) -> None:
+        """Redraw the status table and the plots now."""
+        self.refreshes += 1
+        self.status.value = self._status_table()
+        if len(self.pipeline.metrics):
+            fig = self.pipeline.plot()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=72)
+            self.plot.value = buf.getvalue()
+
+    def _status_table(self) -> str:
+        totals = self.pipeline.metrics.totals()
+        frame = self.pipeline.metrics.frame() if len(self.pipeline.metrics) else None
+        rates: dict[str, float] = {}
+        if frame is not None and not frame.empty:
+            last = frame[frame["metric"] == "throughput"].groupby("stage")["value"].last()
+            rates = last.to_dict()
+        head = "".join(
+            f"<th>{h}</th>" for h in ("stage", "kind", "status", "events", "events/s", "buffer")
+        )
+        rows = []
+        for name, row in totals.iterrows():
+            handled = row["events_out"] if row["kind"] == "producer" else row["events_in"]
+            colour = {"failed": "#d9534f", "restarting": "#f0a63a"}.get(row["status"], "inherit")
+            rows.append(
+                f"<tr><td>{html.escape(str(name))}</td><td>{row['kind']}</td>"
+                f"<td style='color:{colour}'>{row['status']}</td><td>{handled}</td>"
+                f"<td>{rates.get(name, 0.0):.0f}</td><td>{row['buffer_size']}</td></tr>"
+            )
+        return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+    def close(self) -> None:
+        """Stop refreshing and close the widget."""
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        super().close()

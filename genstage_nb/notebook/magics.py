@@ -1,0 +1,269 @@
+"""``%%stage`` and ``%pipeline``: define, swap and run stages from notebook cells."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from ..core.subscription import CANCEL_MODES
+from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
+from . import cells
+from .cells import CELL_CLASSES, KINDS, CellError, _CellHooks
+
+PIPELINE_COMMANDS = ("start", "stop", "status", "show", "plot", "dashboard", "reset")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump, no exit
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _stage_parser() -> _Parser:
+    p = _Parser(prog="%%stage", add_help=False)
+    p.add_argument("name")
+    p.add_argument("--kind")
+    p.add_argument("--subscribe-to", dest="subscribe_to")
+    p.add_argument("--max-demand", dest="max_demand")
+    p.add_argument("--min-demand", dest="min_demand")
+    p.add_argument("--cancel")
+    p.add_argument("--pipeline")
+    return p
+
+
+def _pipeline_parser() -> _Parser:
+    p = _Parser(prog="%pipeline", add_help=False)
+    p.add_argument("command")
+    p.add_argument("--pipeline")
+    return p
+
+
+def _number(stage: str, option: str, text: str | None, low: int) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(
+            f"stage {stage!r}: --{option} must be a whole number, got {text!r}"
+        ) from None
+    if value < low:
+        raise UsageError(f"stage {stage!r}: --{option} must be at least {low}, got {value}")
+    return value
+
+
+@magics_class
+class StageMagics(Magics):
+    """The magics ``%load_ext genstage_nb`` registers."""
+
+    def _pipeline(self, var: str | None, stage: str | None = None) -> Pipeline:
+        if var is None:
+            return default_pipeline()
+        ns = self.shell.user_ns
+        where = f"stage {stage!r}: " if stage else ""
+        if var not in ns:
+            raise UsageError(f"{where}--pipeline {var}: no such variable in the notebook")
+        p = ns[var]
+        if not isinstance(p, Pipeline):
+            raise UsageError(
+                f"{where}--pipeline {var}: is a {type(p).__name__}, not a genstage_nb Pipeline"
+            )
+        return p
+
+    @cell_magic
+    def stage(self, line: str, cell: str) -> None:
+        """%%stage NAME [--kind K] [--subscribe-to A,B] [--max-demand N]
+        [--min-demand N] [--cancel MODE] [--pipeline VAR]
+
+        Build the stage NAME from the hooks (or the one stage class) this cell defines and
+        add it to the pipeline; re-running the cell swaps its code in place, even while
+        the pipeline runs.
+        """
+        args = _stage_parser().parse_args(shlex.split(line))
+        name = args.name
+        p = self._pipeline(args.pipeline, name)
+        if args.kind is not None and args.kind not in KINDS:
+            raise UsageError(
+                f"stage {name!r}: unknown --kind {args.kind!r} (use producer, "
+                f"producer_consumer or consumer)"
+            )
+        if args.cancel is not None and args.cancel not in CANCEL_MODES:
+            raise UsageError(
+                f"stage {name!r}: unknown --cancel {args.cancel!r} (use permanent, transient "
+                f"or temporary)"
+            )
+        max_demand = _number(name, "max-demand", args.max_demand, 1)
+        min_demand = _number(name, "min-demand", args.min_demand, 0)
+        producers = [s.strip() for s in (args.subscribe_to or "").split(",") if s.strip()]
+        for producer in producers:
+            if producer not in p.graph:
+                known = ", ".join(p.graph.nodes) or "none yet"
+                raise UsageError(
+                    f"stage {name!r}: unknown --subscribe-to name {producer!r} (stages: {known})"
+                )
+            if producer == name:
+                raise UsageError(f"stage {name!r}: a stage cannot subscribe to itself")
+        try:
+            hooks, cls = cells.cell_contents(name, cell, self.shell.user_ns)
+            current = p.stages.get(name)
+            has_subscribers = current is not None and p.graph.out_degree(name) > 0
+            if cls is not None:
+                kind = cls.kind
+                if args.kind is not None and args.kind != kind:
+                    raise CellError(
+                        f"stage {name!r}: --kind {args.kind} but {cls.__name__} is a {kind}"
+                    )
+            else:
+                kind = args.kind or cells.infer_kind(hooks, has_subscribers, current)
+                cells.check_hooks(name, kind, hooks)
+            for producer in producers:
+                self._ensure_producer(p, producer)
+            if current is None:
+                stage = cells.new_stage(name, kind, hooks, cls)
+                p.add(stage, name=name)
+                action = "added"
+            elif current.kind == kind:
+                if cls is None and not isinstance(current, _CellHooks):
+                    current.__class__ = CELL_CLASSES[kind]
+                cells.swap_code(current, hooks, cls)
+                stage = current
+                action = "code replaced"
+            else:
+                stage = self._replace(p, current, cells.new_stage(name, kind, hooks, cls))
+                action = f"now a {kind}"
+            self._subscribe(p, stage, producers, max_demand, min_demand, args.cancel)
+        except CellError as exc:
+            raise UsageError(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"stage {name!r}: {exc}") from None
+        links = f", subscribed to {', '.join(producers)}" if producers else ""
+        print(f"stage {name!r} ({stage.kind}) {action}{links}")
+
+    def _ensure_producer(self, p: Pipeline, name: str) -> None:
+        """A consumer cell that gets a subscriber becomes a producer-consumer."""
+        stage = p.stages[name]
+        if stage.kind != "consumer":
+            return
+        if not isinstance(stage, _CellHooks) or "handle_event" in stage._cell_hooks:
+            raise CellError(
+                f"stage {name!r} is a consumer and cannot be subscribed to; re-run its cell "
+                f"with --kind producer_consumer"
+            )
+        hooks = {h: getattr(stage, h) for h in stage._cell_hooks}
+        self._replace(p, stage, cells.new_stage(name, "producer_consumer", hooks, None))
+
+    def _replace(self, p: Pipeline, old: Any, new: Any) -> Any:
+        """Put ``new`` in the place of ``old`` (same name and links); only when idle."""
+        name = old.name
+        if p.running:
+            raise CellError(
+                f"stage {name!r} would change from {old.kind} to {new.kind}; stop the "
+                f"pipeline first (%pipeline stop), or give the cell --kind {old.kind}"
+            )
+        ins = [d["subscription"] for _, _, d in p.graph.in_edges(name, data=True)]
+        outs = [d["subscription"] for _, _, d in p.graph.out_edges(name, data=True)]
+        p._remove(name)
+        new.__dict__.update(
+            {
+                k: v
+                for k, v in old.__dict__.items()
+                if not k.startswith("_") and k not in cells.HOOKS
+            }
+        )
+        p.add(new, name=name)
+        for sub in ins:
+            p.link(
+                sub.producer,
+                new,
+                max_demand=sub.max_demand,
+                min_demand=sub.min_demand,
+                cancel=sub.cancel,
+                partition=sub.partition,
+                selector=sub.selector,
+            )
+        for sub in outs:
+            p.link(
+                new,
+                sub.consumer,
+                max_demand=sub.max_demand,
+                min_demand=sub.min_demand,
+                cancel=sub.cancel,
+                partition=sub.partition,
+                selector=sub.selector,
+            )
+        return new
+
+    def _subscribe(
+        self,
+        p: Pipeline,
+        stage: Any,
+        producers: list[str],
+        max_demand: int | None,
+        min_demand: int | None,
+        cancel: str | None,
+    ) -> None:
+        """Make the stage's subscriptions match the cell's options (live if running)."""
+        name = stage.name
+        current = {a: d["subscription"] for a, _, d in p.graph.in_edges(name, data=True)}
+        for producer, sub in current.items():
+            if producer not in producers:
+                p.unlink(sub)
+        for producer in producers:
+            sub = current.get(producer)
+            if sub is None:
+                p.link(
+                    producer,
+                    stage,
+                    max_demand=max_demand or 1000,
+                    min_demand=min_demand,
+                    cancel=cancel or "permanent",
+                )
+            elif max_demand is not None or min_demand is not None:
+                sub.tune(max_demand=max_demand, min_demand=min_demand)
+
+    @line_magic
+    def pipeline(self, line: str) -> Any:
+        """%pipeline start|stop|status|show|plot|dashboard|reset [--pipeline VAR]"""
+        args = _pipeline_parser().parse_args(shlex.split(line))
+        command = args.command
+        if command not in PIPELINE_COMMANDS:
+            raise UsageError(
+                f"%pipeline: unknown command {command!r} (use {', '.join(PIPELINE_COMMANDS)})"
+            )
+        p = self._pipeline(args.pipeline)
+        if command == "start":
+            if p.running:
+                raise UsageError("%pipeline start: the pipeline is already running")
+            try:
+                p.start()
+            except RuntimeError as exc:
+                raise UsageError(f"%pipeline start: {exc}") from None
+            print(f"pipeline started in the background: {len(p.stages)} stages")
+            return None
+        if command == "stop":
+            p.stop()
+            print("pipeline stopping")
+            return None
+        if command == "status":
+            return p.metrics.totals()[
+                ["kind", "status", "events_in", "events_out", "buffer_size", "dropped", "failed"]
+            ]
+        if command == "show":
+            return p.draw()
+        if command == "plot":
+            return p.plot()
+        if command == "dashboard":
+            return p.dashboard()
+        # reset
+        if p.running:
+            p.stop(timeout=0)
+        if args.pipeline is None:
+            reset_default_pipeline()
+        else:
+            for name in list(p.stages):
+                p._remove(name)
+        print("pipeline reset")
+        return None

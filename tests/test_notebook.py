@@ -1,0 +1,323 @@
+"""The notebook layer through IPython's InteractiveShell: magics, hot swap, dashboard."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import genstage_nb as gs
+from genstage_nb.notebook.dashboard import Dashboard, DemandSliders
+
+
+@pytest.fixture
+def shell():
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "genstage_nb")
+    sh.user_ns["p"] = gs.Pipeline()
+    yield sh
+    sh.user_ns.pop("p", None)
+
+
+def stage(sh, line, cell):
+    return sh.run_cell_magic("stage", line + " --pipeline p", cell)
+
+
+NUMBERS = """
+def init(self):
+    self.n = 0
+
+def handle_demand(self, demand):
+    events = list(range(self.n, min(self.n + demand, LIMIT)))
+    self.n += len(events)
+    if self.n >= LIMIT:
+        self.finish()
+    return events
+"""
+
+SINK = """
+def init(self):
+    self.seen = []
+
+def handle_events(self, events):
+    self.seen.extend(events)
+"""
+
+
+def test_cells_define_stages_and_kinds_are_inferred(shell, capsys):
+    shell.user_ns["LIMIT"] = 50
+    stage(shell, "numbers", NUMBERS)
+    stage(shell, "double", "def handle_events(events):\n    return [2 * e for e in events]")
+    p = shell.user_ns["p"]
+    assert p.stages["numbers"].kind == "producer"
+    assert p.stages["double"].kind == "consumer"  # nobody subscribes to it yet
+    stage(shell, "sink --subscribe-to double --max-demand 10", SINK)
+    # A subscriber turned the consumer cell into a producer-consumer.
+    assert p.stages["double"].kind == "producer_consumer"
+    stage(
+        shell,
+        "double --subscribe-to numbers --max-demand 8 --min-demand 2",
+        "def handle_events(events):\n    return [2 * e for e in events]",
+    )
+    sub = p.graph.edges["numbers", "double"]["subscription"]
+    assert (sub.max_demand, sub.min_demand) == (8, 2)
+    assert p.graph.edges["double", "sink"]["subscription"].max_demand == 10
+    p.run_sync()
+    assert p.stages["sink"].seen == [2 * e for e in range(50)]
+    out = capsys.readouterr().out
+    assert "stage 'numbers' (producer) added" in out
+    assert "stage 'sink' (consumer) added, subscribed to double" in out
+
+
+def test_a_cell_may_define_one_stage_class(shell):
+    shell.user_ns["gs"] = gs
+    stage(
+        shell,
+        "src",
+        "class Src(gs.Producer):\n"
+        "    def handle_demand(self, demand):\n"
+        "        self.finish()\n"
+        "        return ['a', 'b']\n",
+    )
+    stage(shell, "out --subscribe-to src", SINK)
+    p = shell.user_ns["p"]
+    p.run_sync()
+    assert p.stages["out"].seen == ["a", "b"]
+
+
+def test_default_pipeline_is_used_without_pipeline_option(shell):
+    gs_default = gs.default_pipeline()
+    shell.run_line_magic("pipeline", "reset")
+    shell.run_cell_magic("stage", "lonely", "def handle_events(events):\n    pass")
+    assert "lonely" in gs.default_pipeline().stages
+    assert gs.default_pipeline() is not gs_default
+    shell.run_line_magic("pipeline", "reset")
+    assert gs.default_pipeline().stages == {}
+
+
+BAD_CELLS = [
+    (
+        "numbers --kind producer",
+        "def handle_events(events):\n    pass",
+        "stage 'numbers': a producer cell must define handle_demand(demand) returning the events",
+    ),
+    ("sink", "x = 1", "stage 'sink': the cell defines no hook"),
+    (
+        "sink --kind sink",
+        SINK,
+        "stage 'sink': unknown --kind 'sink' (use producer, producer_consumer or consumer)",
+    ),
+    ("sink --subscribe-to nowhere", SINK, "stage 'sink': unknown --subscribe-to name 'nowhere'"),
+    (
+        "sink --max-demand lots",
+        SINK,
+        "stage 'sink': --max-demand must be a whole number, got 'lots'",
+    ),
+    ("sink --max-demand 0", SINK, "stage 'sink': --max-demand must be at least 1, got 0"),
+    ("sink --min-demand -1", SINK, "stage 'sink': --min-demand must be at least 0, got -1"),
+    ("sink --cancel never", SINK, "stage 'sink': unknown --cancel 'never'"),
+    ("sink --unknown 3", SINK, "%%stage: unrecognized arguments: --unknown 3"),
+    (
+        "c --kind consumer",
+        "def handle_event(event):\n    pass",
+        "stage 'c': handle_event must be 'async def'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "cell", "message"), BAD_CELLS)
+def test_bad_magic_input_is_one_usage_error_naming_the_stage(shell, line, cell, message):
+    with pytest.raises(UsageError) as info:
+        stage(shell, line, cell)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_bad_numbers_between_options_are_usage_errors(shell):
+    shell.user_ns["LIMIT"] = 1
+    stage(shell, "numbers", NUMBERS)
+    with pytest.raises(
+        UsageError,
+        match=r"stage 'sink': link numbers -> sink: min_demand \(10\) must be below max_demand \(10\)",
+    ):
+        stage(shell, "sink --subscribe-to numbers --max-demand 10 --min-demand 10", SINK)
+    assert "sink" not in shell.user_ns["p"].graph or shell.user_ns["p"].graph.in_degree("sink") == 0
+
+
+def test_pipeline_option_must_name_a_pipeline(shell):
+    shell.user_ns["notapipe"] = 42
+    with pytest.raises(
+        UsageError, match="--pipeline notapipe: is a int, not a genstage_nb Pipeline"
+    ):
+        shell.run_cell_magic("stage", "s --pipeline notapipe", SINK)
+    with pytest.raises(UsageError, match="--pipeline missing: no such variable"):
+        shell.run_cell_magic("stage", "s --pipeline missing", SINK)
+
+
+def test_pipeline_magic_commands(shell):
+    from matplotlib.figure import Figure
+
+    shell.user_ns["LIMIT"] = 20
+    stage(shell, "numbers", NUMBERS)
+    stage(shell, "sink --subscribe-to numbers", SINK)
+    p = shell.user_ns["p"]
+    p.run_sync()
+    status = shell.run_line_magic("pipeline", "status --pipeline p")
+    assert status.loc["sink", "events_in"] == 20
+    assert isinstance(shell.run_line_magic("pipeline", "show --pipeline p"), Figure)
+    assert isinstance(shell.run_line_magic("pipeline", "plot --pipeline p"), Figure)
+    assert isinstance(shell.run_line_magic("pipeline", "dashboard --pipeline p"), Dashboard)
+    with pytest.raises(UsageError, match="%pipeline: unknown command 'go'"):
+        shell.run_line_magic("pipeline", "go --pipeline p")
+    with pytest.raises(
+        UsageError, match="%pipeline start: Pipeline.start\\(\\) needs a running asyncio event loop"
+    ):
+        shell.run_line_magic("pipeline", "start --pipeline p")
+    shell.run_line_magic("pipeline", "reset --pipeline p")
+    assert p.stages == {}
+
+
+GATED = """
+import anyio
+def init(self):
+    self.n = 0
+
+async def handle_demand(self, demand):
+    if self.n >= HALF:
+        await GATE.wait()
+    events = list(range(self.n, min(self.n + demand, LIMIT)))
+    self.n += len(events)
+    if self.n >= LIMIT:
+        self.finish()
+    return events
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_rerunning_a_cell_while_running_swaps_code_and_keeps_state(shell):
+    ns = shell.user_ns
+    ns.update(LIMIT=400, HALF=200, GATE=anyio.Event())
+    stage(shell, "numbers", GATED)
+    stage(shell, "tag", "def handle_events(events):\n    return [(e, 'v1') for e in events]")
+    stage(shell, "sink --subscribe-to tag --max-demand 10", SINK)
+    stage(
+        shell,
+        "tag --subscribe-to numbers --max-demand 10",
+        "def handle_events(events):\n    return [(e, 'v1') for e in events]",
+    )
+    p = ns["p"]
+    tag = p.stages["tag"]
+    tag.marker = "kept"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        with anyio.fail_after(10):
+            while len(getattr(p.stages["sink"], "seen", ())) < 200:
+                await anyio.sleep(0.001)
+        # Same stage object, new code, while it runs; options apply live.
+        stage(
+            shell,
+            "tag --subscribe-to numbers --max-demand 4",
+            "def handle_events(events):\n    return [(e, 'v2') for e in events]",
+        )
+        assert p.stages["tag"] is tag and tag.marker == "kept"
+        assert p.graph.edges["numbers", "tag"]["subscription"].max_demand == 4
+        ns["GATE"].set()
+    seen = p.stages["sink"].seen
+    assert sorted(e for e, _ in seen) == list(range(400))  # nothing lost or twice
+    assert [v for e, v in seen if e < 200] == ["v1"] * 200
+    assert [v for e, v in seen if e >= 240] == ["v2"] * 160
+    assert p.status == {"numbers": "done", "tag": "done", "sink": "done"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_kind_change_while_running_is_refused(shell):
+    ns = shell.user_ns
+    ns.update(LIMIT=10, HALF=0, GATE=anyio.Event())
+    stage(shell, "numbers", GATED)
+    stage(shell, "sink --subscribe-to numbers", SINK)
+    p = ns["p"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await anyio.sleep(0)
+        with pytest.raises(
+            UsageError,
+            match="stage 'sink' would change from consumer to producer_consumer; stop the pipeline first",
+        ):
+            stage(shell, "more --subscribe-to sink", SINK)
+        ns["GATE"].set()
+
+
+def test_dashboard_widget_tree_and_slider_binding():
+    import ipywidgets as w
+
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(100)), name="src")
+    mid = p.add(gs.producer_consumer(lambda e: e), name="mid")
+    out = p.add(gs.consumer(lambda e: None), name="out")
+    s1 = p.link(src, mid, max_demand=100)
+    s2 = p.link(mid, out, max_demand=10, min_demand=2)
+    d = p.dashboard()
+    assert isinstance(d, w.VBox)
+    buttons, status, sliders, plot = d.children
+    assert [b.description for b in buttons.children[:2]] == ["Start", "Stop"]
+    assert "<th>stage</th>" in status.value and "src" in status.value
+    assert isinstance(plot, w.Image)
+    assert [s.max_slider.description for s in sliders.children] == ["src → mid", "mid → out"]
+    assert all(isinstance(s, DemandSliders) for s in sliders.children)
+    first, second = sliders.children
+    assert isinstance(first.max_slider, w.IntSlider)
+    assert first.max_slider.value == 100 and second.min_slider.value == 2
+    first.max_slider.value = 40
+    assert s1.max_demand == 40 and s1.min_demand == 20
+    assert first.min_slider.max == 39 and first.min_slider.value == 20
+    second.min_slider.value = 5
+    assert s2.min_demand == 5
+    second.max_slider.value = 4  # below the explicit min: min goes back to half
+    assert (s2.max_demand, s2.min_demand) == (4, 2)
+    second.max_slider.value = 60  # widening keeps the slider in step with the link
+    assert (s2.max_demand, s2.min_demand) == (60, 2)
+    assert (second.min_slider.value, second.min_slider.max) == (2, 59)
+    p.run_sync()
+    d.update()
+    assert "done" in status.value
+    assert plot.value[:8] == b"\x89PNG\r\n\x1a\n"
+    d.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_dashboard_buttons_run_the_pipeline_and_refreshing_stops_with_it():
+    p = gs.Pipeline(metrics_interval=0.01)
+    gate = anyio.Event()
+
+    async def slow(demand):
+        await gate.wait()
+        return list(range(demand))
+
+    p.link(p.add(gs.producer(slow, name="src")), p.add(gs.consumer(lambda e: None, name="out")))
+    d = p.dashboard(refresh=0.01)
+    d.start_button.click()
+    assert p.running
+    with anyio.fail_after(10):
+        while d.refreshes < 3:
+            await anyio.sleep(0.01)
+    d.stop_button.click()
+    gate.set()
+    await p.wait()
+    with anyio.fail_after(10):
+        await d._task
+    assert d.message.value == "stopped"
+    assert "done" in d.status.value
+    # Closing stops a refresh task that is still running.
+    p.start()
+    d._follow()
+    task = d._task
+    d.close()
+    await p.stop(timeout=0)
+    with pytest.raises(BaseException):  # noqa: B017 - cancelled
+        await task
+    assert task.cancelled()
