@@ -576,14 +576,17 @@ async def test_start_then_stop_at_once():
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_background_failure_is_kept_and_raised_by_wait(caplog):
-    p = gs.Pipeline()
+async def test_background_failure_is_kept_and_raised_by_wait(caplog, capsys):
+    p = gs.Pipeline("bg")
     p.link(p.add(Boom(good=0)), p.add(Forwarder()))
     p.start()
     with pytest.raises(gs.PipelineError, match="boom"):
         await p.wait()
     assert isinstance(p.error, gs.PipelineError)
-    assert "pipeline" in caplog.text and "boom" in caplog.text
+    # Said where a notebook shows it, with the stage and the traceback.
+    assert "pipeline bg stopped: stage 'boom' failed: RuntimeError: boom" in capsys.readouterr().err
+    assert "stage 'boom' failed in handle_demand" in caplog.text
+    assert "Traceback" in caplog.text
 
 
 def test_start_without_a_running_loop_says_what_to_do():
