@@ -28,6 +28,7 @@ from .core.errors import Failure, PipelineError
 from .core.factories import consumer, from_iterable, producer, producer_consumer
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
+from .metrics import check_balance
 from .pipeline import Pipeline, default_pipeline
 
 
@@ -55,6 +56,7 @@ __all__ = [
     "ProducerConsumer",
     "Stage",
     "Subscription",
+    "check_balance",
     "consumer",
     "default_pipeline",
     "from_iterable",

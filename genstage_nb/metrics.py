@@ -47,6 +47,63 @@ _COUNTED = (
     "demand_out",
     "restarts",
 )
+#: Extra counts in ``totals()`` and ``balance()``.
+_BALANCE = ("made", "accepted", "handled", "unhandled_in", "unhandled_out")
+
+
+def _queued(proc: Any) -> int:
+    """Events a stage has received and not handled yet (mailbox, input queue, hooks at
+    work)."""
+    from .core.process import Process
+
+    n = 0
+    for handler, _a, b in proc.mailbox:
+        func = getattr(handler, "__func__", None)
+        if func is Process._on_events:
+            n += len(b)
+        elif func is Process._on_batches:
+            n += sum(len(batch) for batch, _ in b)
+    for kind, _, payload in proc.pc_queue:
+        if kind == 0:
+            n += len(payload)
+        elif kind == 1:
+            n += sum(len(batch) for batch, _ in payload)
+    if proc._rest is not None:  # an async handle_events at work on a list
+        batches, i = proc._rest
+        n += sum(len(batch) for batch, _ in batches[i:])
+    n += sum(state[1] for state in proc._in_flight.values())
+    return n
+
+
+def _copies(dispatcher: Any) -> bool:
+    from .core.dispatchers import BroadcastDispatcher
+
+    return isinstance(dispatcher, BroadcastDispatcher)
+
+
+def check_balance(pipeline: Any) -> pd.DataFrame:
+    """Check that every event a pipeline's producers made is accounted for.
+
+    Each event was consumed, is still buffered or queued, was dropped by a buffer
+    overflow, discarded by a partition hash, or is recorded with a stage failure (see
+    ``Metrics.balance``). Returns the balance frame; raises ``AssertionError`` naming
+    each stage whose books do not balance.
+
+    >>> import genstage_nb as gs
+    >>> p = gs.Pipeline()
+    >>> _ = p.link(p.add(gs.from_iterable(range(100))), p.add(gs.consumer(lambda e: None)))
+    >>> p.run_sync()
+    >>> bool(gs.check_balance(p)["balanced"].all())
+    True
+    """
+    frame = pipeline.metrics.balance()
+    bad = frame[~frame["balanced"]]
+    if len(bad):
+        raise AssertionError(
+            "events unaccounted for in stage(s) "
+            + ", ".join(f"{name!r}: {row.dropna().to_dict()}" for name, row in bad.iterrows())
+        )
+    return frame
 
 
 class Metrics:
@@ -160,10 +217,59 @@ class Metrics:
                     "stage": name,
                     "kind": proc.kind,
                     "status": proc.status,
-                    **{field: getattr(c, field) for field in _COUNTED},
+                    **{field: getattr(c, field) for field in _COUNTED + _BALANCE},
                     "buffer_size": proc.buffered(),
+                    "queued": _queued(proc),
                     "peak_buffer_size": peak.get("buffer_size", 0),
                     "peak_outstanding_demand": peak.get("outstanding_demand", 0),
                 }
             )
+        return pd.DataFrame(rows).set_index("stage")
+
+    def balance(self) -> pd.DataFrame:
+        """Where every event went, per stage, and whether the books balance.
+
+        Input side (stages that consume): ``events_in`` = ``handled`` + ``failed``
+        (in failure records) + ``unhandled_in`` (the stage stopped first) + ``queued``
+        (received, not handled yet). Output side (stages that produce): ``made`` =
+        ``accepted`` by the dispatcher + ``buffered`` + ``dropped`` (overflow) +
+        ``unhandled_out``; and, except with a BroadcastDispatcher (which copies),
+        ``accepted`` = ``events_out`` + ``discarded`` (partition hash ``None``) + what
+        the dispatcher still holds. ``balanced`` is True when every equation holds.
+        """
+        import pandas as pd
+
+        rows = []
+        for name, proc in self._pipeline._procs.items():
+            c = proc.counters
+            queued = _queued(proc)
+            row = {"stage": name, "kind": proc.kind}
+            ok = True
+            if proc.kind != "producer":
+                row.update(
+                    events_in=c.events_in,
+                    handled=c.handled,
+                    failed=c.failed,
+                    unhandled_in=c.unhandled_in,
+                    queued=queued,
+                )
+                ok &= c.events_in == c.handled + c.failed + c.unhandled_in + queued
+            if proc.producing:
+                held = proc.dispatcher.buffered()
+                buffered = proc.buffered() - held
+                row.update(
+                    made=c.made,
+                    accepted=c.accepted,
+                    buffered=buffered,
+                    dropped=c.dropped,
+                    unhandled_out=c.unhandled_out,
+                    events_out=c.events_out,
+                    discarded=c.discarded,
+                    held=held,
+                )
+                ok &= c.made == c.accepted + buffered + c.dropped + c.unhandled_out
+                if not _copies(proc.dispatcher):
+                    ok &= c.accepted == c.events_out + c.discarded + held
+            row["balanced"] = bool(ok)
+            rows.append(row)
         return pd.DataFrame(rows).set_index("stage")

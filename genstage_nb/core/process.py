@@ -46,13 +46,18 @@ class Counters:
     """Hot-path counters of one stage: plain ints, read by the metrics sampler."""
 
     __slots__ = (
-        "events_in",
-        "events_out",
+        "events_in",  # events delivered to this stage (counted as they are sent to it)
+        "events_out",  # events this stage delivered, summed over its consumers
+        "made",  # events this stage produced (handle_demand, emit, handle_events output)
+        "accepted",  # of those, events its dispatcher took (the rest went to the buffer)
+        "handled",  # events in batches its handle_events (or handle_event) finished
         "demand_in",
         "demand_out",
-        "dropped",
-        "discarded",
-        "failed",
+        "dropped",  # buffer overflow
+        "discarded",  # partition hash returned None
+        "failed",  # events in batches whose hook raised (in the Failure records)
+        "unhandled_in",  # events received and never handled (the stage stopped)
+        "unhandled_out",  # events made and never sent (the stage failed for good)
         "batches",
         "restarts",
     )
@@ -124,6 +129,8 @@ class Process:
         self._in_flight: dict[Subscription, list[int]] = {}  # concurrent: [done, running]
         self._failed_ask: tuple[Subscription, int] | None = None
         self._demand_in_hand = 0
+        self._undispatched: list = []
+        self._rest: tuple[list, int] | None = None  # batches left of a list in hand
         self._final_failure: Failure | None = None
         # The sync fast path (see post): set while the task waits for messages.
         self._parked = False
@@ -210,14 +217,16 @@ class Process:
             sub = a
             sub._to.post(sub._to._on_cancel, sub, self.stop_reason)
         elif func is Process._on_events:
+            # Sent before the producer learnt that this stage stopped.
+            self.counters.unhandled_in += len(b)
             if self._final_failure is not None:
-                # Sent before the producer learnt of the failure: recorded with it.
                 self._final_failure.unhandled.extend(b)
-                return
-            log.warning(
-                "stage %r has stopped; %d events sent to it were not handled", self.name, len(b)
-            )
-            self.counters.discarded += len(b)
+            else:
+                log.warning(
+                    "stage %r has stopped; %d events sent to it were not handled",
+                    self.name,
+                    len(b),
+                )
         elif func is Process._on_call:
             b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
             b.event.set()
@@ -246,7 +255,12 @@ class Process:
                 except Exception as error:
                     exc = _first_leaf(error)
                     restarted = self._may_restart(restarts)
-                    unhandled = [] if restarted else self._take_unhandled()
+                    if restarted:
+                        # Events made but refused by the dispatcher are lost either way.
+                        unhandled, self._undispatched = self._undispatched, []
+                        self.counters.unhandled_out += len(unhandled)
+                    else:
+                        unhandled = self._take_unhandled()
                     self._record_failure(exc, restarted, unhandled)
                     failed_ask, self._failed_ask = self._failed_ask, None
                     lost_demand, self._demand_in_hand = self._demand_in_hand, 0
@@ -265,6 +279,12 @@ class Process:
                     self.supervisor.stage_failed(self, exc)
                     return
         finally:
+            if self._rest is not None:
+                # Cancelled while an async handle_events was at work on this list.
+                batches, i = self._rest
+                self.counters.unhandled_in += sum(len(b) for b, _ in batches[i:])
+                self._rest = None
+                self.current = []
             if self._resume is not None:
                 # Cancelled with an async hook handed over but not started.
                 _discard(self._resume)
@@ -359,14 +379,15 @@ class Process:
         )
 
     def _take_unhandled(self) -> list:
-        """Remove and return every event this stage holds but will never handle or send."""
-        events: list = []
+        """Remove and return every event this stage holds but will never handle or send
+        (input first, then output), counting them."""
+        received: list = []
         for handler, _a, b in self.mailbox:
             func = getattr(handler, "__func__", None)
             if func is Process._on_events:
-                events.extend(b)
+                received.extend(b)
             elif func is Process._on_batches:
-                events.extend(e for batch, _ in b for e in batch)
+                received.extend(e for batch, _ in b for e in batch)
         kept = [
             m
             for m in self.mailbox
@@ -376,17 +397,22 @@ class Process:
         self.mailbox.extend(kept)
         for kind, _, payload in self.pc_queue:
             if kind == _EVENTS:
-                events.extend(payload)
+                received.extend(payload)
             elif kind == _BATCHES:
-                events.extend(e for batch, _ in payload for e in batch)
+                received.extend(e for batch, _ in payload for e in batch)
         self.pc_queue.clear()
+        made: list = []
         if self.producing:
             for kind, value in self.accumulated:
                 if kind == "dispatch":
-                    events.extend(value)
+                    made.extend(value)
             self.accumulated.clear()
-            events.extend(self.buffer.take_all())
-        return events
+            made.extend(self.buffer.take_all())
+        made.extend(self._undispatched)
+        self._undispatched = []
+        self.counters.unhandled_in += len(received)
+        self.counters.unhandled_out += len(made)
+        return received + made
 
     def _terminate(self, reason: Any) -> None:
         """Stop serving and tell every linked stage why."""
@@ -400,14 +426,15 @@ class Process:
         for sub in list(self.producers):
             sub._from.post(sub._from._on_cancel_up, sub, reason)
         self.producers.clear()
-        # Events still waiting in the mailbox will never be handled.
-        for handler, _a, b in self.mailbox:
-            if getattr(handler, "__func__", None) is Process._on_events:
-                self.counters.discarded += len(b)
-            elif getattr(handler, "__func__", None) is Process._on_call:
-                b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
-                b.event.set()
+        # Events still held will never be handled or sent: counted, and logged.
+        left = self._take_unhandled()
+        if left:
+            log.warning("stage %r stopped with %d events unhandled", self.name, len(left))
+        # Subscriptions and calls that came too late are answered as for a stopped stage.
+        late = list(self.mailbox)
         self.mailbox.clear()
+        for handler, a, b in late:
+            self._dead_letter(handler, a, b)
 
     async def _hook(self, fn: Any, *args: Any) -> Any:
         result = fn(*args)
@@ -511,6 +538,7 @@ class Process:
         self._demand_in_hand = 0
         events = as_events(self.name, "handle_demand", result)
         if events:
+            self.counters.made += len(events)
             self._dispatch(events)
 
     def _take_from_buffer(self, n: int) -> int:
@@ -524,6 +552,7 @@ class Process:
     def emit(self, events: Any, hook: str) -> None:
         events = as_events(self.name, hook, events)
         if events:
+            self.counters.made += len(events)
             self._dispatch(events)
 
     def _dispatch(self, events: list) -> None:
@@ -531,9 +560,14 @@ class Process:
         if self.accumulating and not self.pc:
             self.accumulated.append(("dispatch", events))
             return
-        self.current = events
-        deliveries, leftover, extra = self.dispatcher.dispatch(events)
-        self.current = []
+        try:
+            deliveries, leftover, extra = self.dispatcher.dispatch(events)
+        except Exception:
+            self._undispatched = events  # goes to the failure record
+            raise
+        counters = self.counters
+        counters.accepted += len(events) - len(leftover)
+        counters.discarded = self.dispatcher.discarded
         if deliveries:
             self._send(deliveries)
         if self.pc:
@@ -556,8 +590,10 @@ class Process:
     def _send(self, deliveries: list) -> None:
         counters = self.counters
         for sub, events in deliveries:
-            counters.events_out += len(events)
+            n = len(events)
+            counters.events_out += n
             to = sub._to
+            to.counters.events_in += n
             to.post(to._on_events, sub, events)
 
     async def _on_cancel_up(self, sub: Subscription, reason: Any) -> None:
@@ -612,7 +648,6 @@ class Process:
     # -- consumer side -------------------------------------------------------------
 
     def _on_events(self, sub: Subscription, events: list) -> Any:
-        self.counters.events_in += len(events)
         if self.pc:
             if self.pc_demand > 0 and not self.pc_queue:
                 # Nothing queued before these events and demand to send them on.
@@ -637,8 +672,9 @@ class Process:
             try:
                 result = self.stage.handle_events(batch)
                 if result is not None and result.__class__ is not list and isawaitable(result):
+                    self._rest = (batches, 0)
                     return self._consume_async(sub, batches, (0, result))
-                self._batch_handled(sub, result, ask)
+                self._batch_handled(sub, result, ask, len(batch))
             except Exception:
                 self._batch_failed(sub, batches, 0)
                 raise
@@ -648,18 +684,22 @@ class Process:
         step = self._consume_from(sub, batches, 0)
         if step is None:
             return None
+        self._rest = (batches, step[0])
         return self._consume_async(sub, batches, step)
 
     async def _consume_async(self, sub: Subscription, batches: list, step: Any) -> None:
+        # While this runs, ``_rest`` says which batches of the list are not done yet.
         while step is not None:
             i, pending = step
+            self._rest = (batches, i)
             try:
                 result = await pending
-                self._batch_handled(sub, result, batches[i][1])
+                self._batch_handled(sub, result, batches[i][1], len(batches[i][0]))
             except Exception:
                 self._batch_failed(sub, batches, i)
                 raise
             step = self._consume_from(sub, batches, i + 1)
+        self._rest = None
 
     def _consume_from(self, sub: Subscription, batches: list, i: int) -> Any:
         """Handle batches from ``i`` on; stop at an async hook: return (i, awaitable)."""
@@ -673,7 +713,7 @@ class Process:
                 result = handle_events(batch)
                 if result is not None and result.__class__ is not list and isawaitable(result):
                     return i, result
-                self._batch_handled(sub, result, ask)
+                self._batch_handled(sub, result, ask, len(batch))
             except Exception:
                 self._batch_failed(sub, batches, i)
                 raise
@@ -682,18 +722,28 @@ class Process:
         self.current_hook = ""
         return None
 
-    def _batch_handled(self, sub: Subscription, result: Any, ask: int) -> None:
+    def _batch_handled(self, sub: Subscription, result: Any, ask: int, n: int) -> None:
+        counters = self.counters
         if self.pc:
-            out = as_events(self.name, "handle_events", result)
+            out = (
+                result
+                if result.__class__ is list
+                else as_events(self.name, "handle_events", result)
+            )
+            counters.handled += n
             if out:
+                counters.made += len(out)
                 self._dispatch(out)
-        self.counters.batches += 1
+        else:
+            counters.handled += n
+        counters.batches += 1
         if ask:
             self._ask_upstream(sub, ask)
 
     def _batch_failed(self, sub: Subscription, batches: list, i: int) -> None:
         # The failed batch goes to the failure record; if the stage restarts, its demand
         # is asked again so the flow goes on, and the batches after it stay queued.
+        self._rest = None
         ask = batches[i][1]
         if ask:
             self._failed_ask = (sub, ask)
@@ -803,6 +853,7 @@ class Process:
 
     async def _on_event_done(self, sub: Subscription, _: Any) -> None:
         self.counters.batches += 1
+        self.counters.handled += 1
         state = self._in_flight[sub]
         state[0] += 1
         state[1] -= 1
@@ -813,6 +864,10 @@ class Process:
             self._ask_upstream(sub, n)
 
     async def _on_event_failed(self, exc: BaseException, event: Any) -> None:
+        for state in self._in_flight.values():
+            if state[1]:
+                state[1] -= 1
+                break
         self.current = [event]
         self.current_hook = "handle_event"
         raise exc
@@ -870,15 +925,26 @@ def _base_handle_call() -> Any:
 
 
 def _discard(coro: Any) -> None:
-    """Close a coroutine that will never run, and the hook coroutines it was given."""
+    """Close a coroutine that will never run, and the hook coroutines it was given,
+    without running any of their code (and without 'never awaited' warnings)."""
     frame = getattr(coro, "cr_frame", None)
     if frame is not None:
         for value in frame.f_locals.values():
             for item in value if isinstance(value, tuple) else (value,):
                 if inspect.iscoroutine(item):
-                    item.close()
+                    _close_unstarted(item)
     if inspect.iscoroutine(coro):
-        coro.close()
+        _close_unstarted(coro)
+
+
+def _close_unstarted(coro: Any) -> None:
+    # Throwing into a coroutine that never started raises at its first line, so none
+    # of its body runs; a plain close() would warn that it was never awaited.
+    try:
+        coro.throw(GeneratorExit)
+    except BaseException:  # noqa: BLE001 - GeneratorExit, or whatever it was
+        pass
+    coro.close()
 
 
 def _first_leaf(error: BaseException) -> BaseException:
