@@ -11,6 +11,7 @@ event, and every rule of the protocol lives in the pure state machines (``demand
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
@@ -940,10 +941,8 @@ def _discard(coro: Any) -> None:
 def _close_unstarted(coro: Any) -> None:
     # Throwing into a coroutine that never started raises at its first line, so none
     # of its body runs; a plain close() would warn that it was never awaited.
-    try:
+    with contextlib.suppress(BaseException):  # GeneratorExit, or whatever it raised
         coro.throw(GeneratorExit)
-    except BaseException:  # noqa: BLE001 - GeneratorExit, or whatever it was
-        pass
     coro.close()
 
 
