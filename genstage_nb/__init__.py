@@ -30,6 +30,7 @@ from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer
 from .core.subscription import Subscription
 from .metrics import check_balance
 from .pipeline import Pipeline, default_pipeline
+from .watchdog import SlowHandler
 
 
 def load_ipython_extension(ipython):  # noqa: ANN001, ANN201 - IPython's hook
@@ -54,6 +55,7 @@ __all__ = [
     "PipelineError",
     "Producer",
     "ProducerConsumer",
+    "SlowHandler",
     "Stage",
     "Subscription",
     "check_balance",

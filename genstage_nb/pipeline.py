@@ -26,6 +26,7 @@ from .core.process import Process
 from .core.stage import Stage
 from .core.subscription import Subscription
 from .metrics import Metrics
+from .watchdog import SlowHandler, Watchdog
 
 log = logging.getLogger("genstage_nb")
 
@@ -51,11 +52,22 @@ class Pipeline:
     whole pipeline and ``run()`` raises ``PipelineError``; ``"continue"``: only its
     subscribers react, by their cancel mode, and ``run()`` raises at the end);
     ``metrics_interval`` (seconds between metric samples, default 0.25; ``None``
-    samples only at the start and the end of a run).
+    samples only at the start and the end of a run); ``slow_handler`` (seconds a stage
+    hook may hold the event loop before a ``SlowHandler`` warning names it in
+    ``warnings`` and in the log, default 1.0; ``None`` turns the watchdog off).
+
+    After a run: ``failures`` (stage name -> list of ``Failure``), ``error`` (the
+    ``PipelineError`` of the last run, or None) and ``warnings`` (``SlowHandler``
+    records, newest last).
     """
 
     def __init__(
-        self, name: str | None = None, *, on_failure: str = "stop", metrics_interval: float = 0.25
+        self,
+        name: str | None = None,
+        *,
+        on_failure: str = "stop",
+        metrics_interval: float | None = 0.25,
+        slow_handler: float | None = 1.0,
     ) -> None:
         if on_failure not in ON_FAILURE:
             raise ValueError(
@@ -70,7 +82,18 @@ class Pipeline:
                 f"Pipeline: metrics_interval must be a number of seconds > 0 (or None: no "
                 f"sampling), got {metrics_interval!r}"
             )
+        if slow_handler is not None and (
+            not isinstance(slow_handler, (int, float))
+            or isinstance(slow_handler, bool)
+            or not slow_handler > 0
+        ):
+            raise ValueError(
+                f"Pipeline: slow_handler must be a number of seconds > 0 (or None: no "
+                f"watchdog), got {slow_handler!r}"
+            )
         self.name = name
+        self.slow_handler = None if slow_handler is None else float(slow_handler)
+        self.warnings: list[SlowHandler] = []
         self.on_failure = on_failure
         self.metrics_interval = None if metrics_interval is None else float(metrics_interval)
         self.metrics = Metrics(self)
@@ -288,6 +311,9 @@ class Pipeline:
         self._begin()
         self.metrics.reset()
         self.metrics.sample()
+        watchdog = None if self.slow_handler is None else Watchdog(self, self.slow_handler)
+        if watchdog is not None:
+            watchdog.start()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -297,7 +323,11 @@ class Pipeline:
                     tg.start_soon(self._stop_within, self._stop_timeout)
                 if self.metrics_interval is not None:
                     tg.start_soon(self.metrics.run, self.metrics_interval, self._ended)
+                if watchdog is not None:
+                    tg.start_soon(watchdog.beat, self._ended)
         finally:
+            if watchdog is not None:
+                watchdog.stop()
             self.metrics.sample()
             self._end()
         if self._fatal:

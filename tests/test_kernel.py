@@ -55,7 +55,7 @@ print(p.status)"""
 
 SLIDER = """\
 dash = p.dashboard(refresh=0.05)
-slider = [s for s in dash.children[2].children if s.max_slider.description == "numbers → tag"][0]
+slider = [s for s in dash.sliders if s.max_slider.description == "numbers → tag"][0]
 slider.max_slider.value = 7
 assert p.graph.edges["numbers", "tag"]["subscription"].max_demand == 7
 dash"""
@@ -79,7 +79,7 @@ BACKGROUND_FAILURE = """\
 q = gs.Pipeline("q")
 q.link(q.add(gs.from_iterable([1, 2]), name="src"), q.add(gs.consumer(lambda e: 1 / 0, name="divide")))
 q.start()
-while q.running:
+while q.error is None:  # set, and reported, once the background run has ended
     await asyncio.sleep(0.01)
 print("status:", q.status)"""
 

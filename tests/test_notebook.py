@@ -262,7 +262,8 @@ def test_dashboard_widget_tree_and_slider_binding():
     s2 = p.link(mid, out, max_demand=10, min_demand=2)
     d = p.dashboard()
     assert isinstance(d, w.VBox)
-    buttons, status, sliders, plot = d.children
+    buttons, status, warnings, sliders, plot = d.children
+    assert warnings.value == ""  # no slow handler
     assert [b.description for b in buttons.children[:2]] == ["Start", "Stop"]
     assert "<th>stage</th>" in status.value and "src" in status.value
     assert isinstance(plot, w.Image)
@@ -321,3 +322,32 @@ async def test_dashboard_buttons_run_the_pipeline_and_refreshing_stops_with_it()
     with pytest.raises(BaseException):  # noqa: B017 - cancelled
         await task
     assert task.cancelled()
+
+
+def test_a_slow_handler_shows_in_status_and_dashboard(shell, capsys):
+    import threading
+
+    reported = threading.Event()
+    p = shell.user_ns["p"] = gs.Pipeline(slow_handler=0.05)
+
+    class Watch(list):
+        """Pipeline.warnings that says when the watchdog added a record."""
+
+        def append(self, record):
+            super().append(record)
+            reported.set()
+
+    p.warnings = Watch()
+    p.link(
+        p.add(gs.from_iterable(range(3)), name="src"),
+        p.add(gs.consumer(lambda events: reported.wait(60), name="heavy")),
+    )
+    p.run_sync()
+    assert reported.is_set()
+    capsys.readouterr()
+    shell.run_line_magic("pipeline", "status --pipeline p")
+    printed = capsys.readouterr().out
+    assert "warning: stage 'heavy' blocked the event loop for" in printed
+    d = p.dashboard()
+    assert "stage &#x27;heavy&#x27; blocked the event loop" in d.warnings.value
+    d.close()

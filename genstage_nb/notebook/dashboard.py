@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..core.subscription import Subscription
+from ..watchdog import latest_per_stage
 
 
 def _edge(sub: Subscription) -> str:
@@ -83,6 +84,7 @@ class Dashboard(w.VBox):
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.status = w.HTML()
+        self.warnings = w.HTML()
         self.sliders = [DemandSliders(sub) for sub in pipeline.subscriptions]
         self.plot = w.Image(format="png", layout=w.Layout(max_width="900px"))
         self.message = w.HTML()
@@ -93,6 +95,7 @@ class Dashboard(w.VBox):
             [
                 w.HBox([self.start_button, self.stop_button, self.message]),
                 self.status,
+                self.warnings,
                 w.VBox(self.sliders),
                 self.plot,
             ]
@@ -145,6 +148,10 @@ class Dashboard(w.VBox):
         """Redraw the status table and the plots now."""
         self.refreshes += 1
         self.status.value = self._status_table()
+        self.warnings.value = "".join(
+            f"<div style='color:#b8620b'>&#9888; {html.escape(str(record))}</div>"
+            for record in latest_per_stage(self.pipeline.warnings)
+        )
         if len(self.pipeline.metrics):
             fig = self.pipeline.plot()
             buf = io.BytesIO()

@@ -11,6 +11,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..core.subscription import CANCEL_MODES
 from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
+from ..watchdog import latest_per_stage
 from . import cells
 from .cells import CELL_CLASSES, KINDS, CellError, _CellHooks
 
@@ -248,6 +249,8 @@ class StageMagics(Magics):
             print("pipeline stopping")
             return None
         if command == "status":
+            for record in latest_per_stage(p.warnings):
+                print(f"warning: {record}")
             return p.metrics.totals()[
                 ["kind", "status", "events_in", "events_out", "buffer_size", "dropped", "failed"]
             ]
