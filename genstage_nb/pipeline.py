@@ -26,7 +26,7 @@ from .core.process import Process
 from .core.stage import Stage
 from .core.subscription import Subscription
 from .metrics import Metrics
-from .watchdog import SlowHandler, Watchdog
+from .watchdog import SlowHandler, Watchdog, blocking_stage
 
 log = logging.getLogger("genstage_nb")
 
@@ -106,6 +106,7 @@ class Pipeline:
         self._tg: Any = None
         self._fatal: dict[str, BaseException] = {}
         self._first_fatal: BaseException | None = None
+        self._interrupt: BaseException | None = None
         self._alive = 0
         self._ended: anyio.Event | None = None
         self._finished: anyio.Event | None = None
@@ -293,6 +294,10 @@ class Pipeline:
     # -- running -------------------------------------------------------------------
 
     @property
+    def _label(self) -> str:
+        return "pipeline" if self.name is None else f"pipeline {self.name}"
+
+    @property
     def running(self) -> bool:
         """True from ``run()``/``start()`` until every stage has stopped."""
         return self._running
@@ -307,7 +312,7 @@ class Pipeline:
         """Run every stage until all have stopped; raise ``PipelineError`` if any stage
         failed for good."""
         if self._running and self._background is None:
-            raise RuntimeError(f"pipeline {self.name or ''!s}: already running".replace("  ", " "))
+            raise RuntimeError(f"{self._label}: already running")
         self._begin()
         self.metrics.reset()
         self.metrics.sample()
@@ -325,11 +330,21 @@ class Pipeline:
                     tg.start_soon(self.metrics.run, self.metrics_interval, self._ended)
                 if watchdog is not None:
                     tg.start_soon(watchdog.beat, self._ended)
+        except BaseExceptionGroup as group:
+            # An interrupt that reached the task group itself: raise it plainly.
+            interrupt = group.subgroup((KeyboardInterrupt, SystemExit))
+            if interrupt is None:
+                raise
+            while isinstance(interrupt, BaseExceptionGroup):
+                interrupt = interrupt.exceptions[0]
+            raise interrupt from None
         finally:
             if watchdog is not None:
                 watchdog.stop()
             self.metrics.sample()
             self._end()
+        if self._interrupt is not None:
+            raise self._interrupt
         if self._fatal:
             self.error = PipelineError(self._fatal)
             raise self.error from self._first_fatal
@@ -340,6 +355,7 @@ class Pipeline:
         self._running = True
         self._fatal = {}
         self._first_fatal = None
+        self._interrupt = None
         self.error = None
         self._alive = len(self._procs)
         self._ended = anyio.Event()
@@ -396,12 +412,19 @@ class Pipeline:
     async def _run_in_background(self) -> None:
         try:
             await self.run()
+        except KeyboardInterrupt:
+            # The kernel was interrupted while a stage's hook ran: the pipeline is
+            # stopped, the kernel carries on.
+            print(
+                f"genstage_nb: {self._label} interrupted: every stage stopped",
+                file=sys.stderr,
+            )
         except PipelineError as exc:
             # Nobody awaits a background run: say it here (in a notebook, stderr shows
             # in the cell output; the tracebacks were logged as each stage failed).
             print(
-                f"genstage_nb: pipeline {self.name or ''} stopped: {exc} "
-                f"(tracebacks above; details in .failures)".replace("  ", " "),
+                f"genstage_nb: {self._label} stopped: {exc} "
+                f"(tracebacks above; details in .failures)",
                 file=sys.stderr,
             )
 
@@ -448,6 +471,20 @@ class Pipeline:
         if self._first_fatal is None:
             self._first_fatal = exc
         if self.on_failure == "stop" and self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def interrupted(self, proc: Process, exc: BaseException) -> None:
+        """A KeyboardInterrupt (or SystemExit) was raised in ``proc``'s hook: stop
+        every stage now; ``run()`` raises it once they have all ended."""
+        if self._interrupt is None:
+            self._interrupt = exc
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            found = blocking_stage(tb.tb_frame if tb is not None else None)
+            where = found[0].name if found is not None else proc.name
+            log.warning("%s: interrupted in stage %r", self._label, where)
+        if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
     def stage_ended(self, proc: Process) -> None:

@@ -57,6 +57,7 @@ class EventStream:
         if not hasattr(stage, "emit"):
             raise TypeError(f"{where}: {stage.name!r} is a {stage.kind} and emits no events")
         self._pipeline = pipeline
+        self._source = stage.name
         self._events: deque = deque()
         self._sub: Any = None
         self._consumed = 0
@@ -104,7 +105,7 @@ class EventStream:
                         break
                 else:
                     raise RuntimeError(
-                        f"stream {self._sink.name}: the pipeline is not running; start it "
+                        f"stream of {self._source!r}: the pipeline is not running; start it "
                         f"(p.start() or p.run() in a task group) before iterating"
                     )
                 continue  # events may have come meanwhile

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 
 import genstage_nb as gs
@@ -112,3 +114,13 @@ async def run_until(p: gs.Pipeline, *consumers: Forwarder, timeout: float = 10) 
             for c in consumers:
                 await c.done.wait()
         await p.stop(timeout=0)
+
+
+async def live_tasks():
+    """The tasks alive on the running loop (asyncio: the set; trio: how many)."""
+    try:
+        return {t for t in asyncio.all_tasks() if not t.done()}
+    except RuntimeError:
+        import trio
+
+        return trio.lowlevel.current_statistics().tasks_living

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import anyio
 import pytest
-from helpers import Counter, Doubler, Forwarder
+from helpers import Counter, Doubler, Forwarder, live_tasks
 
 import genstage_nb as gs
 
 pytestmark = pytest.mark.anyio
-
-
-async def live_tasks(backend):
-    if backend == "asyncio":
-        return {t for t in asyncio.all_tasks() if not t.done()}
-    import trio
-
-    return trio.lowlevel.current_statistics().tasks_living
 
 
 async def run_and_expect_failure(p):
@@ -30,7 +20,7 @@ async def run_and_expect_failure(p):
 
 
 async def test_finish_delivers_the_whole_buffer_then_cancels_normally(anyio_backend):
-    before = await live_tasks(anyio_backend)
+    before = await live_tasks()
     producer = Counter(limit=25)
     p = gs.Pipeline()
     c = Forwarder()
@@ -39,7 +29,7 @@ async def test_finish_delivers_the_whole_buffer_then_cancels_normally(anyio_back
     assert c.events == list(range(25))
     assert c.cancels == ["normal"]
     assert p.status == {"counter": "done", "forwarder": "done"}
-    assert await live_tasks(anyio_backend) == before
+    assert await live_tasks() == before
 
 
 async def test_completion_cascades_through_producer_consumers():
@@ -223,7 +213,7 @@ async def test_a_failing_handler_fails_the_run_with_the_stage_and_batch_recorded
 
 
 async def test_failure_in_init_is_recorded(anyio_backend):
-    before = await live_tasks(anyio_backend)
+    before = await live_tasks()
 
     class BadInit(gs.Consumer):
         def init(self):
@@ -234,7 +224,7 @@ async def test_failure_in_init_is_recorded(anyio_backend):
     with pytest.raises(gs.PipelineError, match="bad_init"):
         await p.run()
     assert p.failures["bad_init"][0].hook == "init"
-    assert await live_tasks(anyio_backend) == before
+    assert await live_tasks() == before
 
 
 async def test_bad_handler_result_is_a_type_error_naming_the_stage():
@@ -372,7 +362,7 @@ async def test_on_failure_continue_lets_the_rest_finish_then_raises():
 
 
 async def test_on_failure_stop_cancels_everything_promptly(anyio_backend):
-    before = await live_tasks(anyio_backend)
+    before = await live_tasks()
 
     class Slow(gs.Consumer):
         async def handle_events(self, events):
@@ -385,7 +375,7 @@ async def test_on_failure_stop_cancels_everything_promptly(anyio_backend):
         with anyio.fail_after(10):
             await p.run()
     assert p.status["boom"] == "failed"
-    assert await live_tasks(anyio_backend) == before
+    assert await live_tasks() == before
 
 
 def test_pipeline_options_are_checked():
@@ -464,7 +454,7 @@ async def test_send_before_the_pipeline_runs_is_delivered_when_it_runs():
 
 
 async def test_stop_is_graceful_and_stopping_twice_is_harmless(anyio_backend):
-    before = await live_tasks(anyio_backend)
+    before = await live_tasks()
     counter = Counter()
     p = gs.Pipeline()
     c = Forwarder(until=lambda b: len(b) >= 3)
@@ -482,7 +472,7 @@ async def test_stop_is_graceful_and_stopping_twice_is_harmless(anyio_backend):
     # Everything the producer made was delivered: the events form one unbroken run.
     made = counter.n
     assert c.events == [x for e in range(made) for x in (e, e)]
-    assert await live_tasks(anyio_backend) == before
+    assert await live_tasks() == before
 
 
 async def test_stop_cancels_after_the_timeout_when_stages_hang():
@@ -508,7 +498,7 @@ async def test_stop_of_an_idle_pipeline_does_nothing():
 
 
 async def test_outer_cancellation_stops_the_pipeline_cleanly(anyio_backend):
-    before = await live_tasks(anyio_backend)
+    before = await live_tasks()
     p = gs.Pipeline()
     c = Forwarder(until=lambda b: len(b) >= 2)
     p.link(p.add(Counter()), p.add(c))
@@ -518,7 +508,7 @@ async def test_outer_cancellation_stops_the_pipeline_cleanly(anyio_backend):
             await c.done.wait()
             scope.cancel()
     assert not p.running
-    assert await live_tasks(anyio_backend) == before
+    assert await live_tasks() == before
 
 
 async def test_run_twice_starts_fresh_runtime_state():

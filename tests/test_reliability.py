@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 
 import anyio
 import pytest
-from helpers import Counter, Forwarder
+from helpers import Counter, Forwarder, live_tasks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -275,15 +274,6 @@ def build(spec):
                 mx, mn = next(links)
                 subs.append(p.link(a, b, max_demand=mx, min_demand=mn))
     return p, sinks, subs
-
-
-async def live_tasks():
-    try:
-        return {t for t in asyncio.all_tasks() if not t.done()}
-    except RuntimeError:
-        import trio
-
-        return trio.lowlevel.current_statistics().tasks_living
 
 
 async def exercise(spec):

@@ -279,6 +279,10 @@ class Process:
                     self._terminate(exc)
                     self.supervisor.stage_failed(self, exc)
                     return
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # A kernel interrupt (or exit) raised in a hook: not the stage's failure.
+            # The whole pipeline stops cleanly and run() raises it once all have ended.
+            self.supervisor.interrupted(self, exc)
         finally:
             if self._rest is not None:
                 # Cancelled while an async handle_events was at work on this list.

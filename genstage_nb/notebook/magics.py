@@ -100,13 +100,13 @@ class StageMagics(Magics):
         min_demand = _number(name, "min-demand", args.min_demand, 0)
         producers = [s.strip() for s in (args.subscribe_to or "").split(",") if s.strip()]
         for producer in producers:
+            if producer == name:
+                raise UsageError(f"stage {name!r}: a stage cannot subscribe to itself")
             if producer not in p.graph:
                 known = ", ".join(p.graph.nodes) or "none yet"
                 raise UsageError(
                     f"stage {name!r}: unknown --subscribe-to name {producer!r} (stages: {known})"
                 )
-            if producer == name:
-                raise UsageError(f"stage {name!r}: a stage cannot subscribe to itself")
         try:
             hooks, cls = cells.cell_contents(name, cell, self.shell.user_ns)
             current = p.stages.get(name)

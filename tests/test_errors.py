@@ -1,0 +1,324 @@
+"""Every row of docs/errors.md, run: the error type and message a user sees.
+
+The table is the source: each row's id names a case here; the case does what the row's
+second column says; the test checks the exception's type against the third column and
+that the fourth column's message is in what the user reads. A row without a case, or a
+case without a row, fails.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import anyio
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import genstage_nb as gs
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+
+
+def table_rows() -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        match = re.match(
+            r"\|\s*`([a-z0-9-]+)`\s*\|.*\|\s*(\w[\w ()]*?)\s*\|\s*`(.+)`\s*\|\s*$", line
+        )
+        if match:
+            case, error, message = match.groups()
+            assert case not in rows, f"row {case} twice in {DOC.name}"
+            rows[case] = (error, message.replace("\\|", "|"))
+    return rows
+
+
+def three_stages():
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(10)), name="numbers")
+    mid = p.add(gs.producer_consumer(lambda events: events), name="double")
+    sink = p.add(gs.consumer(lambda events: None), name="sink")
+    return p, src, mid, sink
+
+
+def link(**options):
+    p, src, _, sink = three_stages()
+    return p.link(src, sink, **options)
+
+
+def partitioned(**link_options):
+    p = gs.Pipeline()
+    src = p.add(
+        gs.from_iterable(
+            range(10),
+            dispatcher=gs.PartitionDispatcher(
+                partitions=["even", "odd"], hash=lambda e: (e, "even")
+            ),
+        ),
+        name="numbers",
+    )
+    sink = p.add(gs.consumer(lambda events: None), name="sink")
+    return p, src, sink
+
+
+def run_and_unwrap(p):
+    """Run; return what the user reads: the PipelineError and its cause."""
+    try:
+        p.run_sync()
+    except gs.PipelineError as error:
+        return error
+    raise AssertionError("the run did not fail")
+
+
+# -- runtime cases -------------------------------------------------------------------
+
+
+def hook_returns_a_number():
+    p = gs.Pipeline()
+    p.link(
+        p.add(gs.from_iterable(range(10)), name="numbers"),
+        p.add(gs.producer_consumer(lambda events: 5, name="count")),
+    )
+    p.link(p.stages["count"], p.add(gs.consumer(lambda events: None, name="sink")))
+    error = run_and_unwrap(p)
+    (failure,) = p.failures["count"]
+    assert sorted(failure.events) == list(range(10))  # the batch is kept with the failure
+    return error
+
+
+def hash_returns_an_unknown_partition():
+    p = gs.Pipeline()
+    src = p.add(
+        gs.from_iterable(
+            range(4), dispatcher=gs.PartitionDispatcher(partitions=2, hash=lambda e: (e, 7))
+        ),
+        name="numbers",
+    )
+    p.link(src, p.add(gs.consumer(lambda events: None, name="sink")), partition=0)
+    error = run_and_unwrap(p)
+    gs.check_balance(p)  # the events it could not place are accounted for
+    return error
+
+
+def handler_raises():
+    def divide(events):
+        return [1 / e for e in events]
+
+    p = gs.Pipeline()
+    p.link(p.add(gs.from_iterable([1, 0]), name="numbers"), p.add(gs.consumer(divide)))
+    error = run_and_unwrap(p)
+    assert p.failures["divide"][0].events == [1, 0]
+    return error
+
+
+def emit_outside_a_pipeline():
+    gs.Producer(name="loose").emit([1])
+
+
+def call_a_stopped_stage():
+    p, src, _, sink = three_stages()
+    p.link(src, sink)
+    p.unlink(p.link(src, p.stages["double"]))  # idle stages do not end a run: remove it
+    p._remove("double")
+    p.run_sync()
+    anyio.run(p.stages["sink"].call, "hello")
+
+
+def stream_of_a_consumer():
+    p, *_ = three_stages()
+    p.stream("sink")
+
+
+def iterate_a_stream_of_an_idle_pipeline():
+    p, *_ = three_stages()
+
+    async def first():
+        async for event in p.stream("double"):
+            return event
+
+    anyio.run(first)
+
+
+def start_without_a_loop():
+    p, *_ = three_stages()
+    p.start()
+
+
+def run_while_running():
+    p, *_ = three_stages()
+
+    async def twice():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(p.run)
+            await anyio.sleep(0)
+            try:
+                await p.run()
+            except RuntimeError as error:
+                return error
+            finally:
+                await p.stop(timeout=0)
+
+    return anyio.run(twice)
+
+
+def demand_mode_unknown():
+    p, src, *_ = three_stages()
+    src.demand_mode = "later"
+
+
+# -- notebook cases ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shell():
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "genstage_nb")
+    return sh
+
+
+def magic(line, cell=None, before=()):
+    def run(shell):
+        shell.user_ns["p"] = gs.Pipeline()
+        shell.user_ns["not_a_pipeline"] = 42
+        shell.user_ns["gs"] = gs
+        shell.run_cell_magic(
+            "stage", "numbers --pipeline p", "def handle_demand(demand):\n    return []"
+        )
+        for earlier, body in before:
+            shell.run_cell_magic("stage", earlier, body)
+        if cell is None:
+            shell.run_line_magic("pipeline", line)
+        else:
+            shell.run_cell_magic("stage", line, cell)
+
+    return run
+
+
+SINK = "def handle_events(events):\n    pass"
+
+CASES = {
+    # Pipeline(...)
+    "pipeline-on-failure": lambda: gs.Pipeline(on_failure="ignore"),
+    "pipeline-metrics-interval": lambda: gs.Pipeline(metrics_interval=0),
+    "pipeline-slow-handler": lambda: gs.Pipeline(slow_handler=-1),
+    # stage options
+    "stage-unknown-option": lambda: gs.consumer(print, bufer_size=10),
+    "stage-name": lambda: gs.Producer(name=""),
+    "stage-restart": lambda: gs.Consumer(name="sink", restart="always"),
+    "stage-max-restarts": lambda: gs.Consumer(name="sink", max_restarts=-1),
+    "stage-max-seconds": lambda: gs.Consumer(name="sink", max_seconds=0),
+    "stage-buffer-size": lambda: gs.Producer(name="numbers", buffer_size=-5),
+    "stage-buffer-keep": lambda: gs.Producer(name="numbers", buffer_keep="middle"),
+    "stage-demand": lambda: gs.Producer(name="numbers", demand="later"),
+    "stage-dispatcher-class": lambda: gs.Producer(
+        name="numbers", dispatcher=gs.PartitionDispatcher
+    ),
+    "stage-dispatcher": lambda: gs.Producer(name="numbers", dispatcher="broadcast"),
+    "partition-count": lambda: gs.PartitionDispatcher(partitions=0),
+    "partition-names": lambda: gs.PartitionDispatcher(partitions=["a", "a"]),
+    "partition-names-hash": lambda: gs.PartitionDispatcher(partitions=["even", "odd"]),
+    "partition-hash": lambda: gs.PartitionDispatcher(partitions=2, hash=5),
+    "wrap-not-a-function": lambda: gs.consumer(5),
+    "from-iterable": lambda: gs.from_iterable(5),
+    # building the graph
+    "add-not-a-stage": lambda: gs.Pipeline().add(print),
+    "add-duplicate-name": lambda: three_stages()[0].add(gs.consumer(print), name="sink"),
+    "add-twice": lambda: gs.Pipeline().add(three_stages()[1]),
+    "link-max-demand": lambda: link(max_demand=0),
+    "link-max-demand-type": lambda: link(max_demand="10"),
+    "link-min-demand": lambda: link(max_demand=10, min_demand=10),
+    "link-min-demand-negative": lambda: link(min_demand=-1),
+    "link-cancel": lambda: link(cancel="sometimes"),
+    "link-selector": lambda: (
+        lambda p: p.link(
+            p.add(gs.from_iterable([], dispatcher=gs.BroadcastDispatcher)),
+            p.add(gs.consumer(print)),
+            selector=5,
+        )
+    )(gs.Pipeline()),
+    "link-consumer-as-producer": lambda: (lambda p, s, m, k: p.link(k, m))(*three_stages()),
+    "link-producer-as-consumer": lambda: (lambda p, s, m, k: p.link(m, s))(*three_stages()),
+    "link-itself": lambda: (lambda p, s, m, k: p.link(m, m))(*three_stages()),
+    "link-twice": lambda: (lambda p, s, m, k: (p.link(s, m), p.link(s, m)))(*three_stages()),
+    "link-unknown-name": lambda: three_stages()[0].link("numbers", "sinkk"),
+    "link-foreign-stage": lambda: three_stages()[0].link("numbers", gs.consumer(print)),
+    "link-partition-missing": lambda: (lambda p, s, k: p.link(s, k))(*partitioned()),
+    "link-partition-unknown": lambda: (lambda p, s, k: p.link(s, k, partition="prime"))(
+        *partitioned()
+    ),
+    "link-partition-taken": lambda: (
+        lambda p, s, k: (
+            p.link(s, k, partition="even"),
+            p.link(s, p.add(gs.consumer(print)), partition="even"),
+        )
+    )(*partitioned()),
+    "link-partition-not-partitioned": lambda: link(partition=0),
+    "link-selector-not-broadcast": lambda: link(selector=bool),
+    "unlink-not-a-subscription": lambda: gs.Pipeline().unlink("numbers"),
+    "unlink-foreign": lambda: gs.Pipeline().unlink(link()),
+    "tune-max-demand": lambda: link().tune(max_demand=0),
+    "ask-n": lambda: link().ask(0),
+    # running
+    "start-no-loop": start_without_a_loop,
+    "run-twice": run_while_running,
+    "stop-timeout": lambda: gs.Pipeline().stop(timeout=-1),
+    "hook-result": hook_returns_a_number,
+    "hook-raises": handler_raises,
+    "partition-hash-result": hash_returns_an_unknown_partition,
+    "emit-outside": emit_outside_a_pipeline,
+    "call-stopped": call_a_stopped_stage,
+    "stream-consumer": stream_of_a_consumer,
+    "stream-idle": iterate_a_stream_of_an_idle_pipeline,
+    "demand-mode": demand_mode_unknown,
+    # notebook
+    "magic-kind": magic("sink --kind sink --pipeline p", SINK),
+    "magic-subscribe-to": magic("sink --subscribe-to numbrs --pipeline p", SINK),
+    "magic-subscribe-self": magic("sink --subscribe-to sink --pipeline p", SINK),
+    "magic-number": magic("sink --subscribe-to numbers --max-demand many --pipeline p", SINK),
+    "magic-number-low": magic("sink --subscribe-to numbers --max-demand 0 --pipeline p", SINK),
+    "magic-min-demand": magic(
+        "sink --subscribe-to numbers --max-demand 10 --min-demand 10 --pipeline p", SINK
+    ),
+    "magic-cancel": magic("sink --subscribe-to numbers --cancel never --pipeline p", SINK),
+    "magic-no-hook": magic("sink --pipeline p", "x = 1"),
+    "magic-pipeline-var": magic("sink --pipeline q", SINK),
+    "magic-pipeline-type": magic("sink --pipeline not_a_pipeline", SINK),
+    "magic-command": magic("begin --pipeline p"),
+    "magic-consumer-subscribed": magic(
+        "more --subscribe-to sink --pipeline p",
+        SINK,
+        before=[
+            (
+                "sink --pipeline p",
+                "class Sink(gs.Consumer):\n    def handle_events(self, events):\n        pass",
+            )
+        ],
+    ),
+}
+
+ROWS = table_rows()
+
+
+def test_every_row_has_a_case_and_every_case_a_row():
+    assert sorted(ROWS) == sorted(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_what_the_user_sees(case, shell):
+    error, message = ROWS[case]
+    fn = CASES[case]
+    try:
+        result = fn(shell) if case.startswith("magic-") else fn()
+    except Exception as exc:
+        seen = exc
+    else:
+        assert isinstance(result, BaseException), f"{case}: nothing was raised"
+        seen = result
+    text = str(seen)
+    kind = type(seen).__name__
+    if isinstance(seen, gs.PipelineError):
+        cause = seen.__cause__
+        kind = f"PipelineError ({type(cause).__name__})"
+        text += "\n" + str(cause)
+    assert kind == error, f"{case}: {kind} raised, the table says {error}"
+    assert message in text, f"{case}: the table says {message!r}, the user sees {text!r}"
