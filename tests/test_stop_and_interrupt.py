@@ -24,12 +24,13 @@ def loaded_pipeline(limit=None):
     src = p.add(Counter(limit=limit), name="source")
     seen: dict[str, list] = {}
     for i in range(4):
+        got = seen.setdefault(f"sink{i}", [])
 
-        async def async_sink(events, _seen=seen.setdefault(f"sink{i}", [])):
+        async def async_sink(events, _seen=got):
             _seen.extend(events)
             await anyio.sleep(0)
 
-        sink = p.add(gs.consumer(async_sink if i % 2 else seen[f"sink{i}"].extend), name=f"sink{i}")
+        sink = p.add(gs.consumer(async_sink if i % 2 else got.extend), name=f"sink{i}")
         if i < 2:
             mid = p.add(
                 gs.producer_consumer(lambda events: [e * 2 for e in events]), name=f"double{i}"
