@@ -150,10 +150,15 @@ class Pipeline:
             name = self._default_name(stage)
         if name in self._graph:
             raise ValueError(f"Pipeline.add: duplicate stage name {name!r}")
-        stage._name = name
+        old_name, stage._name = stage._name, name
+        try:
+            proc = Process(stage, self)  # checks what only a run would find (pickling)
+        except BaseException:
+            stage._name = old_name
+            raise
         stage._pipeline = self
         self._graph.add_node(name, stage=stage, kind=stage.kind)
-        proc = self._procs[name] = Process(stage, self)
+        self._procs[name] = proc
         stage._process = proc
         if self._running:
             self._alive += 1

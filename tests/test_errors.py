@@ -166,6 +166,17 @@ def demand_mode_unknown():
     src.demand_mode = "later"
 
 
+def square(events):
+    return [e * e for e in events]
+
+
+def unpicklable_for_a_process_pool():
+    import concurrent.futures
+
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:
+        gs.Pipeline().add(gs.producer_consumer(lambda events: events, name="lambda", executor=pool))
+
+
 # -- notebook cases ----------------------------------------------------------------------
 
 
@@ -214,6 +225,9 @@ CASES = {
         name="numbers", dispatcher=gs.PartitionDispatcher
     ),
     "stage-dispatcher": lambda: gs.Producer(name="numbers", dispatcher="broadcast"),
+    "stage-executor": lambda: gs.producer_consumer(square, executor="pool"),
+    "stage-concurrency": lambda: gs.producer_consumer(square, concurrency=0),
+    "executor-pickle": unpicklable_for_a_process_pool,
     "partition-count": lambda: gs.PartitionDispatcher(partitions=0),
     "partition-names": lambda: gs.PartitionDispatcher(partitions=["a", "a"]),
     "partition-names-hash": lambda: gs.PartitionDispatcher(partitions=["even", "odd"]),

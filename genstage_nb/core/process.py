@@ -26,6 +26,7 @@ from anyio.lowlevel import checkpoint
 
 from .buffer import Buffer
 from .errors import Failure
+from .remote import Job, check_picklable, submitter
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -138,6 +139,16 @@ class Process:
         self.inline = not self.concurrent
         self._resume: Any = None
         self._inline_error: BaseException | None = None
+        # Handlers on an executor (see core/remote.py).
+        self.executor = getattr(stage, "executor", None)
+        if self.executor is not None:
+            check_picklable(self.name, "handle_events", stage.handle_events, self.executor)
+            self.concurrency: int = stage.concurrency
+            self._submit_to = submitter(self.executor)
+            self._waiting: deque[Job] = deque()
+            self._sent: deque[Job] = deque()
+            self._complete_when_drained = False
+            self._consume = self._send_batches  # batches go to the executor
 
     # -- posting -------------------------------------------------------------------
 
@@ -243,7 +254,7 @@ class Process:
             while True:
                 self.status = "running"
                 try:
-                    if self.concurrent:
+                    if self.concurrent or self.executor is not None:
                         async with anyio.create_task_group() as tg:
                             self._task_group = tg
                             await self._start()
@@ -265,6 +276,13 @@ class Process:
                     self._record_failure(exc, restarted, unhandled)
                     failed_ask, self._failed_ask = self._failed_ask, None
                     lost_demand, self._demand_in_hand = self._demand_in_hand, 0
+                    if restarted and self.executor is not None:
+                        # Batches in flight were abandoned with the task group: send
+                        # them again after the restart (their demand was asked).
+                        for job in reversed(self._sent):
+                            job.reset()
+                            self._waiting.appendleft(job)
+                        self._sent.clear()
                     if restarted:
                         # The demand in hand when it failed is served after the restart.
                         if failed_ask is not None:
@@ -290,6 +308,13 @@ class Process:
                 self.counters.unhandled_in += sum(len(b) for b, _ in batches[i:])
                 self._rest = None
                 self.current = []
+            if self.executor is not None and (self._sent or self._waiting):
+                # Cancelled with batches at the executor or waiting for it.
+                self.counters.unhandled_in += sum(
+                    len(job.batch) for job in (*self._sent, *self._waiting)
+                )
+                self._sent.clear()
+                self._waiting.clear()
             if self._resume is not None:
                 # Cancelled with an async hook handed over but not started.
                 _discard(self._resume)
@@ -315,6 +340,8 @@ class Process:
         for sub in list(self.producers):
             if not sub.active:
                 await self._subscribe_upstream(sub)
+        if self.executor is not None:
+            self._send_more()
 
     async def _serve(self) -> None:
         mailbox = self.mailbox
@@ -387,6 +414,11 @@ class Process:
         """Remove and return every event this stage holds but will never handle or send
         (input first, then output), counting them."""
         received: list = []
+        if self.executor is not None:
+            for job in (*self._sent, *self._waiting):
+                received.extend(job.batch)
+            self._sent.clear()
+            self._waiting.clear()
         for handler, _a, b in self.mailbox:
             func = getattr(handler, "__func__", None)
             if func is Process._on_events:
@@ -826,6 +858,9 @@ class Process:
             self._terminate(reason)
 
     def _complete(self) -> None:
+        if self.executor is not None and (self._sent or self._waiting):
+            self._complete_when_drained = True  # once the last result is in
+            return
         if self.producing:
             self.finishing = True
             self._check_finished()
@@ -833,6 +868,62 @@ class Process:
             self._terminate("normal")
         else:
             self._terminate("normal")
+
+    # -- handlers on an executor ---------------------------------------------------
+
+    def _send_batches(self, sub: Subscription, batches: list) -> None:
+        """Stands in for ``_consume`` when the stage has an executor."""
+        waiting = self._waiting
+        for batch, ask in batches:
+            waiting.append(Job(sub, batch, ask))
+        self._send_more()
+
+    def _send_more(self) -> None:
+        """Send waiting batches while fewer than ``concurrency`` are in flight; settle
+        their demand as they go (the next events come while these are computed)."""
+        waiting, sent = self._waiting, self._sent
+        handler = self.stage.handle_events
+        while waiting and len(sent) < self.concurrency and not self.stopped:
+            job = waiting.popleft()
+            job.future = self._submit_to(handler, job.batch)
+            sent.append(job)
+            self._task_group.start_soon(self._wait_for, job)
+            if job.ask:
+                ask, job.ask = job.ask, 0
+                self._ask_upstream(job.sub, ask)
+
+    async def _wait_for(self, job: Job) -> None:
+        try:
+            job.result = await anyio.to_thread.run_sync(
+                job.future.result, abandon_on_cancel=True, limiter=self._limiter()
+            )
+        except Exception as exc:
+            job.error = exc
+        job.done = True
+        self.post(self._on_job_done)
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        # A thread per batch in flight waits for its result, outside anyio's default
+        # pool so that many in flight do not starve other to_thread users.
+        limiter = getattr(self, "_waiters", None)
+        if limiter is None:
+            limiter = self._waiters = anyio.CapacityLimiter(self.concurrency)
+        return limiter
+
+    def _on_job_done(self, _: Any, __: Any) -> None:
+        """Take the results that are in, in the order the batches were sent."""
+        sent = self._sent
+        while sent and sent[0].done:
+            job = sent.popleft()
+            if job.error is not None:
+                self.current = job.batch
+                self.current_hook = "handle_events"
+                raise job.error
+            self._batch_handled(job.sub, job.result, 0, len(job.batch))
+        self._send_more()
+        if self._complete_when_drained and not sent and not self._waiting:
+            self._complete_when_drained = False
+            self._complete()
 
     # -- concurrent consumer -------------------------------------------------------
 

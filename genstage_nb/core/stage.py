@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .dispatchers import BroadcastDispatcher, DemandDispatcher, PartitionDispatcher
+from .remote import check_executor
 
 if TYPE_CHECKING:
     from .process import Process
@@ -25,6 +26,7 @@ PRODUCER_BUFFER_SIZE = 10_000
 
 _COMMON = {"name", "restart", "max_restarts", "max_seconds"}
 _PRODUCING = _COMMON | {"buffer_size", "buffer_keep", "dispatcher"}
+_REMOTE = {"executor", "concurrency"}  # where handle_events runs (see core/remote.py)
 
 
 def _is_int(value: Any) -> bool:
@@ -50,6 +52,11 @@ class Stage:
     oldest events on overflow, ``"first"`` the newest) and ``dispatcher`` (a
     ``DemandDispatcher`` by default; a dispatcher instance or class). Producers also
     take ``demand`` (``"forward"`` or ``"accumulate"``).
+
+    Consumers and producer-consumers also take ``executor`` (a
+    ``concurrent.futures.Executor`` or a ``dask.distributed.Client``: ``handle_events``
+    runs there, on a copy of the stage for a class stage) and ``concurrency`` (batches
+    in flight there, default 1); results are taken in order.
     """
 
     kind = "stage"
@@ -120,6 +127,12 @@ class Stage:
             self.buffer_size = size
             self.buffer_keep = keep
             self.dispatcher = self._check_dispatcher(label, options.get("dispatcher"))
+        if "executor" in self._options:
+            executor = options.get("executor")
+            concurrency = options.get("concurrency", 1)
+            check_executor(label, executor, concurrency)
+            self.executor = executor
+            self.concurrency = concurrency
         if "demand" in self._options:
             demand = options.get("demand", "forward")
             if demand not in DEMAND_MODES:
@@ -150,6 +163,20 @@ class Stage:
             f"stage {label!r}: dispatcher must be DemandDispatcher, BroadcastDispatcher, "
             f"PartitionDispatcher(partitions=...) or another Dispatcher, got {dispatcher!r}"
         )
+
+    def __getstate__(self) -> dict:
+        # What a process pool or a Dask worker gets with a bound hook: the stage's own
+        # state, not the runtime around it (pipeline, process, the executor itself).
+        state = dict(self.__dict__)
+        for runtime in ("_process", "_pipeline", "executor"):
+            state.pop(runtime, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_process", None)
+        self.__dict__.setdefault("_pipeline", None)
+        self.__dict__.setdefault("executor", None)
 
     def _new_dispatcher(self) -> Any:
         d = self.dispatcher
@@ -315,6 +342,7 @@ class ProducerConsumer(_Producing):
     """
 
     kind = "producer_consumer"
+    _options = frozenset(_PRODUCING | _REMOTE)
 
     def handle_events(self, events: list) -> Any:
         """Return the events to send downstream (an iterable, or ``None``)."""
@@ -338,6 +366,7 @@ class Consumer(Stage):
     """
 
     kind = "consumer"
+    _options = frozenset(_COMMON | _REMOTE)
 
     def handle_events(self, events: list) -> Any:
         """Handle a batch of events."""

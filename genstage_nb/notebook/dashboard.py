@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..core.subscription import Subscription
+from ..executors import dask_dashboards
 from ..watchdog import latest_per_stage
 
 
@@ -148,7 +149,12 @@ class Dashboard(w.VBox):
         """Redraw the status table and the plots now."""
         self.refreshes += 1
         self.status.value = self._status_table()
-        self.warnings.value = "".join(
+        links = "".join(
+            f"<div>{html.escape(name)} runs on Dask: <a href='{html.escape(link)}' "
+            f"target='_blank'>Dask dashboard</a></div>"
+            for name, link in dask_dashboards(self.pipeline).items()
+        )
+        self.warnings.value = links + "".join(
             f"<div style='color:#b8620b'>&#9888; {html.escape(str(record))}</div>"
             for record in latest_per_stage(self.pipeline.warnings)
         )
