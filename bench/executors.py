@@ -4,8 +4,9 @@
 
 Each event costs ``--work`` multiply-adds in pure Python (about 0.1 ms at 2000). The
 pipeline is numbers -> work (executor=..., concurrency=3 x workers, max_demand 1000:
-batches of 500) -> sum. Every figure is the median of ``--repeat`` runs; the speed-up compares the 2-worker run with the
-1-worker run of the same executor kind, measured in this same run. The "on the loop"
+batches of 500) -> sum. Every figure is the median of ``--repeat`` runs; the speed-up
+compares the 2-worker run with the 1-worker run of the same executor kind, measured in
+this same run. The "on the loop"
 row runs the same handler without an executor (one core, no transfer costs).
 """
 
