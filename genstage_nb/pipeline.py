@@ -33,6 +33,17 @@ log = logging.getLogger("genstage_nb")
 ON_FAILURE = ("stop", "continue")
 
 
+def _check_seconds(option: str, value: Any, none_means: str) -> None:
+    """A Pipeline option that is a number of seconds > 0, or None."""
+    if value is not None and (
+        not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0
+    ):
+        raise ValueError(
+            f"Pipeline: {option} must be a number of seconds > 0 (or None: {none_means}), "
+            f"got {value!r}"
+        )
+
+
 class Pipeline:
     """A graph of stages, run as one unit.
 
@@ -73,24 +84,8 @@ class Pipeline:
             raise ValueError(
                 f"Pipeline: on_failure must be 'stop' or 'continue', got {on_failure!r}"
             )
-        if metrics_interval is not None and (
-            not isinstance(metrics_interval, (int, float))
-            or isinstance(metrics_interval, bool)
-            or not metrics_interval > 0
-        ):
-            raise ValueError(
-                f"Pipeline: metrics_interval must be a number of seconds > 0 (or None: no "
-                f"sampling), got {metrics_interval!r}"
-            )
-        if slow_handler is not None and (
-            not isinstance(slow_handler, (int, float))
-            or isinstance(slow_handler, bool)
-            or not slow_handler > 0
-        ):
-            raise ValueError(
-                f"Pipeline: slow_handler must be a number of seconds > 0 (or None: no "
-                f"watchdog), got {slow_handler!r}"
-            )
+        _check_seconds("metrics_interval", metrics_interval, "no sampling")
+        _check_seconds("slow_handler", slow_handler, "no watchdog")
         self.name = name
         self.slow_handler = None if slow_handler is None else float(slow_handler)
         self.warnings: list[SlowHandler] = []
