@@ -18,6 +18,7 @@ from collections.abc import Generator
 from typing import Any
 
 import anyio
+import sniffio
 import networkx as nx
 
 from .core.dispatchers import BroadcastDispatcher, PartitionDispatcher
@@ -97,6 +98,9 @@ class Pipeline:
         self.failures: dict[str, list[Failure]] = {}
         self.stopping = False
         self.depth = 0  # how deep stages are serving each other inline (see Process.post)
+        # The start gate (see hold_ask): stages still starting, and the asks held.
+        self._starting: set[Process] | None = None
+        self._held_asks: list[tuple[Process, Subscription, int]] = []
         self._running = False
         self._tg: Any = None
         self._fatal: dict[str, BaseException] = {}
@@ -322,6 +326,8 @@ class Pipeline:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._starting = set(self._procs.values()) or None
+                self._held_asks = []
                 for name, proc in list(self._procs.items()):
                     tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
                 if self.stopping:
@@ -339,6 +345,8 @@ class Pipeline:
                 interrupt = interrupt.exceptions[0]
             raise interrupt from None
         finally:
+            self._starting = None
+            self._held_asks = []
             if watchdog is not None:
                 watchdog.stop()
             self.metrics.sample()
@@ -383,7 +391,28 @@ class Pipeline:
             self._wire(sub)
 
     def run_sync(self, backend: str = "asyncio") -> None:
-        """Run to completion from synchronous code (``anyio.run`` under the hood)."""
+        """Run to completion from synchronous code (``anyio.run`` under the hood).
+
+        For scripts and tests; ``backend`` is ``"asyncio"`` or ``"trio"``. Inside a
+        running event loop (a notebook cell, async code) use ``await p.run()``, or
+        ``p.start()`` to run in the background.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(gs.from_iterable(range(3))), p.add(gs.consumer(out.extend)))
+        >>> p.run_sync(backend="trio"); out
+        [0, 1, 2]
+        """
+        try:
+            running = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            running = None
+        if running is not None:
+            raise RuntimeError(
+                f"{self._label}: run_sync() cannot run inside a running {running} event "
+                "loop (a notebook cell or async code): use 'await p.run()', or p.start() "
+                "to run in the background"
+            )
         anyio.run(self.run, backend=backend)
 
     def start(self) -> Pipeline:
@@ -472,6 +501,31 @@ class Pipeline:
             self._first_fatal = exc
         if self.on_failure == "stop" and self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    def hold_ask(self, producer: Process, sub: Subscription, n: int) -> bool:
+        """The start gate: while the stages of a new run are starting, hold the first
+        asks (and return True) until every stage has run ``init`` and announced its
+        subscriptions. So every producer knows all its consumers before it makes an
+        event: a broadcast reaches every subscriber from the first event on, whatever
+        order the stages start in (GenStage leaves that to start order, and a late
+        subscriber misses what was sent before it)."""
+        if self._starting is None:
+            return False
+        self._held_asks.append((producer, sub, n))
+        return True
+
+    def started(self, proc: Process) -> None:
+        """``proc`` has started (or ended before it could); when it is the last, open
+        the start gate: the held asks go out in the order they were made."""
+        starting = self._starting
+        if starting is None:
+            return
+        starting.discard(proc)
+        if not starting:
+            self._starting = None
+            held, self._held_asks = self._held_asks, []
+            for producer, sub, n in held:
+                producer.post(producer._on_ask, sub, n)
 
     def interrupted(self, proc: Process, exc: BaseException) -> None:
         """A KeyboardInterrupt (or SystemExit) was raised in ``proc``'s hook: stop

@@ -2,6 +2,9 @@
 
 Figures are made with ``matplotlib.figure.Figure`` (not pyplot), so nothing is shown or
 kept in pyplot's global state: notebooks display the returned figure, scripts save it.
+A bare ``Figure`` shows as a picture in IPython only once pyplot's inline backend has
+been loaded, so ``notebook_display`` registers the PNG formatter itself (keeping any
+format the user chose).
 """
 
 from __future__ import annotations
@@ -36,8 +39,33 @@ def stage_colours(stages: list[str]) -> dict[str, Any]:
     return {name: cmap(i % 10) for i, name in enumerate(stages)}
 
 
+def notebook_display() -> None:
+    """Make IPython show a returned ``Figure`` as a picture (a no-op outside IPython or
+    when a figure format is already registered, e.g. after ``%matplotlib inline``)."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    formatters = shell.display_formatter.formatters
+    for mime in ("image/png", "image/svg+xml", "application/pdf", "image/jpeg"):
+        try:
+            formatters[mime].lookup_by_type(Figure)
+            return
+        except KeyError:
+            continue
+    from IPython.core.pylabtools import select_figure_formats
+
+    select_figure_formats(shell, {"png"})
+
+
 def plot_metrics(frame: Any, stages: list[str]) -> Figure:
     """Three panels (throughput, buffer size, outstanding demand) over time."""
+    notebook_display()
     colours = stage_colours(stages)
     fig = Figure(figsize=(9, 7.5), layout="constrained")
     axes = fig.subplots(len(PANELS), 1, sharex=True)
@@ -73,6 +101,7 @@ def _layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
 
 def draw_graph(graph: nx.DiGraph, status: dict[str, str]) -> Figure:
     """The pipeline graph: kinds coloured, failed stages red, edges labelled."""
+    notebook_display()
     fig = Figure(figsize=(max(4, 2.6 * (len(graph) ** 0.5 + 1)), 3.5), layout="constrained")
     ax = fig.subplots()
     ax.set_axis_off()

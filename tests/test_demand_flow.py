@@ -141,6 +141,50 @@ async def test_broadcast_selector_filters_per_subscription():
     assert all(len(b) <= 4 for b in evens.batches + alls.batches)
 
 
+@pytest.mark.parametrize("order", [("all", "evens", "late"), ("late", "evens", "all")])
+async def test_every_broadcast_subscriber_of_a_new_run_gets_the_first_event(order):
+    # The start gate: the first asks wait until every stage has run init and announced
+    # its subscriptions, so no subscriber misses the first events, whatever the order
+    # (here one consumer's async init takes a few turns of the loop).
+    class LateInit(Forwarder):
+        async def init(self):
+            super().init()
+            for _ in range(5):
+                await anyio.sleep(0)
+
+    p = gs.Pipeline()
+    producer = p.add(gs.from_iterable(range(20), dispatcher=gs.BroadcastDispatcher), name="src")
+    made = {"all": Forwarder, "evens": Forwarder, "late": LateInit}
+    consumers = {}
+    for name in order:
+        consumers[name] = p.add(made[name](), name=name)
+        selector = (lambda e: e % 2 == 0) if name == "evens" else None
+        p.link(producer, consumers[name], max_demand=5, selector=selector)
+    with anyio.fail_after(10):
+        await p.run()
+    assert consumers["all"].events == list(range(20))
+    assert consumers["late"].events == list(range(20))
+    assert consumers["evens"].events == list(range(0, 20, 2))
+
+
+async def test_a_stage_that_fails_in_init_does_not_hold_the_start_gate():
+    class BrokenInit(gs.Consumer):
+        def init(self):
+            raise RuntimeError("no database")
+
+        def handle_events(self, events):
+            pass
+
+    p = gs.Pipeline(on_failure="continue")
+    src = p.add(gs.from_iterable(range(10)), name="src")
+    ok = p.add(Forwarder(), name="ok")
+    p.link(src, p.add(BrokenInit(), name="broken"))
+    p.link(src, ok)
+    with anyio.fail_after(10), pytest.raises(gs.PipelineError):
+        await p.run()
+    assert ok.events == list(range(10))
+
+
 # -- producer -> producer_consumer -> consumer --------------------------------------
 
 

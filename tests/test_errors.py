@@ -139,6 +139,16 @@ def iterate_a_stream_of_an_idle_pipeline():
     anyio.run(first)
 
 
+def run_sync_in_a_running_loop():
+    p = gs.Pipeline()
+    p.add(gs.from_iterable([1]), name="numbers")
+
+    async def cell():
+        p.run_sync()
+
+    anyio.run(cell)
+
+
 def start_without_a_loop():
     p, *_ = three_stages()
     p.start()
@@ -274,6 +284,7 @@ CASES = {
     "ask-n": lambda: link().ask(0),
     # running
     "start-no-loop": start_without_a_loop,
+    "run-sync-in-loop": run_sync_in_a_running_loop,
     "run-twice": run_while_running,
     "stop-timeout": lambda: gs.Pipeline().stop(timeout=-1),
     "hook-result": hook_returns_a_number,

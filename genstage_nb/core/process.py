@@ -258,9 +258,11 @@ class Process:
                         async with anyio.create_task_group() as tg:
                             self._task_group = tg
                             await self._start()
+                            self.supervisor.started(self)
                             await self._serve()
                     else:
                         await self._start()
+                        self.supervisor.started(self)
                         await self._serve()
                     self.status = "done"
                     return
@@ -302,6 +304,7 @@ class Process:
             # The whole pipeline stops cleanly and run() raises it once all have ended.
             self.supervisor.interrupted(self, exc)
         finally:
+            self.supervisor.started(self)  # ended before it started: do not hold the rest
             if self._rest is not None:
                 # Cancelled while an async handle_events was at work on this list.
                 batches, i = self._rest
@@ -494,7 +497,8 @@ class Process:
         elif not sub._demand.manual:
             n = sub._demand.initial_ask()
             self.counters.demand_out += n
-            producer.post(producer._on_ask, sub, n)
+            if not self.supervisor.hold_ask(producer, sub, n):
+                producer.post(producer._on_ask, sub, n)
 
     async def _on_link(self, sub: Subscription, _: Any) -> None:
         self.producers[sub] = None
