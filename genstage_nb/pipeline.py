@@ -18,8 +18,8 @@ from collections.abc import Generator
 from typing import Any
 
 import anyio
-import sniffio
 import networkx as nx
+import sniffio
 
 from .core.dispatchers import BroadcastDispatcher, PartitionDispatcher
 from .core.errors import Failure, PipelineError
