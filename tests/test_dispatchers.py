@@ -157,6 +157,17 @@ def test_demand_warns_about_greedy_consumers(caplog):
     d.ask(b, 5)
     assert "expects a maximum demand of 3" in caplog.text
     assert "got demand for 5 events" in caplog.text
+    d.ask(b, 5)
+    assert caplog.text.count("expects a maximum demand") == 1  # once per subscription
+
+
+def test_demand_follows_a_lone_consumer_tuned_up_without_warning(caplog):
+    d, a = DemandDispatcher(), Sub("a")
+    d.subscribe(a)
+    assert d.ask(a, 10) == (10, [])
+    assert d.ask(a, 995) == (995, [])
+    assert d._max == 995
+    assert "expects a maximum demand" not in caplog.text
 
 
 # -- BroadcastDispatcher (GenStage's broadcast_dispatcher_test.exs) -------------------

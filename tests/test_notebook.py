@@ -52,9 +52,15 @@ def test_cells_define_stages_and_kinds_are_inferred(shell, capsys):
     p = shell.user_ns["p"]
     assert p.stages["numbers"].kind == "producer"
     assert p.stages["double"].kind == "consumer"  # nobody subscribes to it yet
+    p.link(p.stages["numbers"], p.stages["double"], max_demand=20)
     stage(shell, "sink --subscribe-to double --max-demand 10", SINK)
     # A subscriber turned the consumer cell into a producer-consumer.
     assert p.stages["double"].kind == "producer_consumer"
+    # Its links were carried over; a defaulted min_demand still follows max_demand.
+    sub = p.graph.edges["numbers", "double"]["subscription"]
+    assert (sub.max_demand, sub.min_demand) == (20, 10)
+    sub.tune(max_demand=100)
+    assert sub.min_demand == 50
     stage(
         shell,
         "double --subscribe-to numbers --max-demand 8 --min-demand 2",

@@ -95,6 +95,7 @@ class DemandDispatcher:
         self._pending = 0
         self._max = max_demand
         self._shuffle = shuffle_demands_on_first_dispatch
+        self._warned: set[int] = set()
         self.discarded = 0
 
     def subscribe(self, sub: Any) -> None:
@@ -109,7 +110,10 @@ class DemandDispatcher:
     def ask(self, sub: Any, n: int) -> tuple[int, Deliveries]:
         if self._max is None:
             self._max = n
-        elif n > self._max:
+        elif n > self._max and len(self._demands) == 1:
+            self._max = n  # a lone consumer tuned up overloads no one
+        elif n > self._max and id(sub) not in self._warned:
+            self._warned.add(id(sub))  # once per subscription, not at every ask
             log.warning(
                 "DemandDispatcher expects a maximum demand of %d; got demand for %d events "
                 "from %s. Using different maximum demands will overload greedy consumers.",
