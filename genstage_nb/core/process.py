@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import time
 import traceback
 from collections import deque
@@ -410,7 +411,7 @@ class Process:
             self.name,
             failure.hook or "a hook",
             " (restarting)" if restarted else "",
-            "".join(traceback.format_exception(exc)).rstrip(),
+            _user_traceback(exc),
         )
 
     def _take_unhandled(self) -> list:
@@ -1022,6 +1023,21 @@ def _base_handle_call() -> Any:
     from .stage import Stage
 
     return Stage.handle_call
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of a hook's exception from the user's code on: the runtime's own
+    frames above the hook are left out (the exception itself keeps them all)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+            break
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines).rstrip()
 
 
 def _discard(coro: Any) -> None:
