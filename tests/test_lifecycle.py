@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
 import anyio
 import pytest
 from helpers import Counter, Doubler, Forwarder, live_tasks
@@ -748,3 +751,26 @@ async def test_concurrent_consumer_failure_records_the_event():
     with pytest.raises(gs.PipelineError, match="three"):
         await p.run()
     assert p.failures["fails"][0].events == [3]
+
+
+@pytest.mark.parametrize("executor", [None, "threads"])
+async def test_a_failure_log_shows_the_traceback_from_the_users_hook_on(caplog, executor):
+    def refuse_thirteen(events):
+        if 13 in events:
+            raise ValueError("13 is unlucky")
+
+    pool = ThreadPoolExecutor(1) if executor else None
+    p = gs.Pipeline()
+    sink = p.add(gs.consumer(refuse_thirteen, executor=pool), name="strict")
+    p.link(p.add(gs.from_iterable(range(20)), name="numbers"), sink)
+    with pytest.raises(gs.PipelineError):
+        await p.run()
+    if pool:
+        pool.shutdown()
+    logged = caplog.text
+    trace = logged[logged.index("Traceback") :]
+    first_frame = trace.splitlines()[1]
+    assert "in refuse_thirteen" in first_frame, trace
+    assert "ValueError: 13 is unlucky" in trace
+    # The exception itself keeps the whole traceback.
+    assert "process.py" in "".join(traceback.format_exception(p.failures["strict"][0].exception))

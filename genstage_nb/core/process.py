@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 import time
 import traceback
 from collections import deque
@@ -1025,7 +1024,17 @@ def _base_handle_call() -> Any:
     return Stage.handle_call
 
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: Modules whose frames lead up to a hook (the runtime, and the executors and event
+#: loops it calls the hook through): left out of a failure's logged traceback.
+_RUNNER_MODULES = (
+    "genstage_nb.core",
+    "anyio",
+    "concurrent",
+    "asyncio",
+    "trio",
+    "outcome",
+    "distributed",
+)
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -1033,7 +1042,8 @@ def _user_traceback(exc: BaseException) -> str:
     frames above the hook are left out (the exception itself keeps them all)."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if not module.startswith(_RUNNER_MODULES):
             break
         tb = tb.tb_next
     lines = traceback.format_exception(type(exc), exc, tb)
