@@ -34,7 +34,19 @@ from .watchdog import SlowHandler
 
 
 def load_ipython_extension(ipython):  # noqa: ANN001, ANN201 - IPython's hook
-    """``%load_ext genstage_nb``: register the ``%%stage`` and ``%pipeline`` magics."""
+    """``%load_ext genstage_nb``: register the ``%%stage`` and ``%pipeline`` magics.
+
+    In a notebook cell (IPython calls this function)::
+
+        %load_ext genstage_nb
+
+    >>> from IPython.testing.globalipapp import get_ipython
+    >>> import genstage_nb
+    >>> shell = get_ipython()
+    >>> genstage_nb.load_ipython_extension(shell)
+    >>> sorted(m for m in shell.magics_manager.magics["cell"] if m == "stage")
+    ['stage']
+    """
     from .notebook import load_ipython_extension as load
 
     load(ipython)

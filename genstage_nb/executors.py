@@ -32,6 +32,12 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **options: An
     Pass the client as a stage's ``executor=``; ``client.dashboard_link`` is Dask's own
     dashboard, which ``Pipeline.dashboard()`` links beside ours. Other keywords go to
     ``LocalCluster`` (e.g. ``memory_limit``).
+
+    >>> import genstage_nb as gs
+    >>> from genstage_nb.executors import local_cluster
+    >>> client = local_cluster(n_workers=2)  # doctest: +SKIP
+    >>> stage = gs.producer_consumer(sorted, executor=client, concurrency=2)  # doctest: +SKIP
+    >>> client.close(); client.cluster.close()  # doctest: +SKIP
     """
     try:
         from distributed import Client, LocalCluster
@@ -44,7 +50,15 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **options: An
 
 
 def dask_dashboards(pipeline: Any) -> dict[str, str]:
-    """Stage name -> the Dask dashboard link of its executor, for stages on Dask."""
+    """Stage name -> the Dask dashboard link of its executor, for stages on Dask.
+
+    >>> import genstage_nb as gs
+    >>> from genstage_nb.executors import dask_dashboards
+    >>> p = gs.Pipeline()
+    >>> _ = p.add(gs.from_iterable([1]), name="src")
+    >>> dask_dashboards(p)  # no stage on Dask
+    {}
+    """
     links = {}
     for name, stage in pipeline.stages.items():
         executor = getattr(stage, "executor", None)

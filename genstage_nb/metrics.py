@@ -179,7 +179,17 @@ class Metrics:
         return len(self._samples)
 
     def frame(self) -> pd.DataFrame:
-        """The samples as a tidy DataFrame: ``time``, ``stage``, ``metric``, ``value``."""
+        """The samples as a tidy DataFrame: ``time``, ``stage``, ``metric``, ``value``.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable(range(10)), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> p.run_sync()
+        >>> df = p.metrics.frame()
+        >>> list(df.columns), df[(df.metric == "events_in") & (df.stage == "sink")].value.iloc[-1]
+        (['time', 'stage', 'metric', 'value'], np.float64(10.0))
+        """
         import pandas as pd
 
         records = []
@@ -205,7 +215,20 @@ class Metrics:
         return pd.DataFrame.from_records(records, columns=["time", "stage", "metric", "value"])
 
     def totals(self) -> pd.DataFrame:
-        """One row per stage: kind, status and the latest counts (live while running)."""
+        """One row per stage: kind, status and the latest counts (live while running).
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable(range(10)), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> p.run_sync()
+        >>> columns = ["kind", "status", "events_in", "events_out"]
+        >>> p.metrics.totals()[columns]  # doctest: +NORMALIZE_WHITESPACE
+                   kind status  events_in  events_out
+        stage
+        src    producer   done          0          10
+        sink   consumer   done         10           0
+        """
         import pandas as pd
 
         rows = []

@@ -117,22 +117,53 @@ class Pipeline:
 
     @property
     def graph(self) -> nx.DiGraph:
-        """The stages and subscriptions as a ``networkx.DiGraph`` (do not mutate)."""
+        """The stages and subscriptions as a ``networkx.DiGraph`` (do not mutate).
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([1]), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> list(p.graph.edges), p.graph.nodes["src"]["kind"]
+        ([('src', 'sink')], 'producer')
+        """
         return self._graph
 
     @property
     def stages(self) -> dict[str, Stage]:
-        """Stage name -> stage, in the order they were added."""
+        """Stage name -> stage, in the order they were added.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.add(gs.from_iterable([1]), name="src")
+        >>> list(p.stages)
+        ['src']
+        """
         return {name: data["stage"] for name, data in self._graph.nodes(data=True)}
 
     @property
     def subscriptions(self) -> list[Subscription]:
-        """Every subscription (edge) of the pipeline."""
+        """Every subscription (edge) of the pipeline.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([1]), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> p.subscriptions  # doctest: +ELLIPSIS
+        [<Subscription src -> sink max_demand=1000 min_demand=500 ...>]
+        """
         return [data["subscription"] for _, _, data in self._graph.edges(data=True)]
 
     def add(self, stage: Stage, name: str | None = None) -> Stage:
         """Add ``stage`` under a unique ``name`` (default: its ``name`` option or its class
-        name) and return it. Works before and while the pipeline runs."""
+        name) and return it. Works before and while the pipeline runs.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> p.add(gs.from_iterable([1, 2]), name="numbers").name
+        'numbers'
+        >>> p.add(gs.consumer(print)).name  # the default: the function's name
+        'print'
+        """
         if not isinstance(stage, Stage):
             raise TypeError(
                 f"Pipeline.add: expected a stage (Producer, ProducerConsumer, Consumer or "
@@ -208,6 +239,13 @@ class Pipeline:
         failed, ``"temporary"``: never); ``partition`` picks a PartitionDispatcher's
         partition, ``selector(event) -> bool`` filters a BroadcastDispatcher's events.
         Works before and while the pipeline runs.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src, sink = p.add(gs.from_iterable(range(10))), p.add(gs.consumer(print))
+        >>> sub = p.link(src, sink, max_demand=4)
+        >>> sub.max_demand, sub.min_demand, sub.cancel
+        (4, 2, 'permanent')
         """
         where = "link"
         producer = self._stage(where, producer)
@@ -268,7 +306,15 @@ class Pipeline:
 
     def unlink(self, sub: Subscription) -> None:
         """Remove a subscription; while running, the consumer cancels it (reason
-        ``"unlinked"``) and keeps running."""
+        ``"unlinked"``) and keeps running.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> sub = p.link(p.add(gs.from_iterable([1])), p.add(gs.consumer(print)))
+        >>> p.unlink(sub)
+        >>> p.subscriptions
+        []
+        """
         if not isinstance(sub, Subscription):
             raise TypeError(f"unlink: expected a Subscription, got {sub!r}")
         edge = self._graph.get_edge_data(sub.producer.name, sub.consumer.name)
@@ -314,7 +360,16 @@ class Pipeline:
 
     async def run(self) -> None:
         """Run every stage until all have stopped; raise ``PipelineError`` if any stage
-        failed for good."""
+        failed for good.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(gs.from_iterable("ab")), p.add(gs.consumer(out.extend)))
+        >>> async def main():
+        ...     await p.run()
+        >>> anyio.run(main); out
+        ['a', 'b']
+        """
         if self._running and self._background is None:
             raise RuntimeError(f"{self._label}: already running")
         self._begin()
@@ -420,6 +475,15 @@ class Pipeline:
 
         For notebooks: the kernel's loop keeps running the pipeline while the user
         works. Use ``await p.wait()`` or ``p.stop()`` later.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(gs.from_iterable(range(3))), p.add(gs.consumer(out.extend)))
+        >>> async def cell():  # what a notebook cell does
+        ...     p.start()          # returns at once
+        ...     await p.wait()
+        >>> anyio.run(cell); out
+        [0, 1, 2]
         """
         import asyncio
 
@@ -461,7 +525,19 @@ class Pipeline:
         """Stop gracefully: producers stop making events, what they made is delivered
         as far as demand allows within ``timeout`` seconds, then every stage is
         cancelled. Returns at once; ``await p.stop()`` waits until it has stopped.
-        Stopping twice is harmless."""
+        Stopping twice is harmless.
+
+        >>> import itertools, anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(); seen = []
+        >>> _ = p.link(p.add(gs.from_iterable(itertools.count())), p.add(gs.consumer(seen.extend)))
+        >>> async def main():
+        ...     p.start()
+        ...     await anyio.sleep(0.01)
+        ...     await p.stop()
+        >>> anyio.run(main)
+        >>> p.status, seen == list(range(len(seen)))
+        ({'from_iterable': 'done', 'extend': 'done'}, True)
+        """
         if timeout is not None and (
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
         ):
@@ -482,7 +558,21 @@ class Pipeline:
             self._tg.cancel_scope.cancel()
 
     async def wait(self) -> None:
-        """Wait until the pipeline has stopped; raise ``PipelineError`` if it failed."""
+        """Wait until the pipeline has stopped; raise ``PipelineError`` if it failed.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([0]))
+        >>> _ = p.link(src, p.add(gs.consumer(lambda e: 1 / e[0], name="inv")))
+        >>> async def cell():
+        ...     p.start()
+        ...     try:
+        ...         await p.wait()
+        ...     except gs.PipelineError as error:
+        ...         print(error)
+        >>> anyio.run(cell)
+        stage 'inv' failed: ZeroDivisionError: division by zero
+        """
         if self._background is not None:
             await self._background
         elif self._running and self._finished is not None:
@@ -492,17 +582,17 @@ class Pipeline:
 
     # -- supervision (called by the stage processes) -------------------------------
 
-    def record_failure(self, proc: Process, failure: Failure) -> None:
+    def _record_failure(self, proc: Process, failure: Failure) -> None:
         self.failures.setdefault(proc.name, []).append(failure)
 
-    def stage_failed(self, proc: Process, exc: BaseException) -> None:
+    def _stage_failed(self, proc: Process, exc: BaseException) -> None:
         self._fatal[proc.name] = exc
         if self._first_fatal is None:
             self._first_fatal = exc
         if self.on_failure == "stop" and self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    def hold_ask(self, producer: Process, sub: Subscription, n: int) -> bool:
+    def _hold_ask(self, producer: Process, sub: Subscription, n: int) -> bool:
         """The start gate: while the stages of a new run are starting, hold the first
         asks (and return True) until every stage has run ``init`` and announced its
         subscriptions. So every producer knows all its consumers before it makes an
@@ -514,7 +604,7 @@ class Pipeline:
         self._held_asks.append((producer, sub, n))
         return True
 
-    def started(self, proc: Process) -> None:
+    def _started(self, proc: Process) -> None:
         """``proc`` has started (or ended before it could); when it is the last, open
         the start gate: the held asks go out in the order they were made."""
         starting = self._starting
@@ -527,7 +617,7 @@ class Pipeline:
             for producer, sub, n in held:
                 producer.post(producer._on_ask, sub, n)
 
-    def interrupted(self, proc: Process, exc: BaseException) -> None:
+    def _interrupted(self, proc: Process, exc: BaseException) -> None:
         """A KeyboardInterrupt (or SystemExit) was raised in ``proc``'s hook: stop
         every stage now; ``run()`` raises it once they have all ended."""
         if self._interrupt is None:
@@ -541,7 +631,7 @@ class Pipeline:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    def stage_ended(self, proc: Process) -> None:
+    def _stage_ended(self, proc: Process) -> None:
         self._alive -= 1
         if self._alive <= 0:
             # Every stage has stopped: the run is over (stages added from now on wait
@@ -558,6 +648,18 @@ class Pipeline:
         It subscribes to ``stage`` like a consumer, asking ``max_demand`` events at a
         time as you iterate; it ends when the stage finishes. Open it before or while
         the pipeline runs, and iterate while it runs.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> sq = p.add(gs.producer_consumer(lambda events: [e * e for e in events]), name="sq")
+        >>> _ = p.link(p.add(gs.from_iterable(range(4))), sq)
+        >>> async def main():
+        ...     events = p.stream("sq", max_demand=2)
+        ...     async with anyio.create_task_group() as tg:
+        ...         tg.start_soon(p.run)
+        ...         return [e async for e in events]
+        >>> anyio.run(main)
+        [0, 1, 4, 9]
         """
         from .stream import EventStream
 
@@ -567,7 +669,16 @@ class Pipeline:
 
     def plot(self) -> Any:
         """A matplotlib Figure: throughput, buffer size and outstanding demand over
-        time, one line per stage (same colour in every panel). Never calls plt.show."""
+        time, one line per stage (same colour in every panel). Never calls plt.show.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable(range(100))), p.add(gs.consumer(len)))
+        >>> p.run_sync()
+        >>> fig = p.plot(); [ax.get_title() for ax in fig.axes]
+        ['Throughput', 'Buffer size', 'Outstanding demand']
+        >>> fig.savefig("metrics.png")  # doctest: +SKIP
+        """
         from .plotting import plot_metrics
 
         return plot_metrics(self.metrics.frame(), list(self._procs))
@@ -575,7 +686,15 @@ class Pipeline:
     def draw(self) -> Any:
         """A matplotlib Figure of the graph, left to right by topological generation:
         nodes coloured by kind (a failed stage in red), edges labelled with
-        max_demand."""
+        max_demand.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([1]), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> p.draw()  # doctest: +ELLIPSIS
+        <Figure size ... with 1 Axes>
+        """
         from .plotting import draw_graph
 
         return draw_graph(self._graph, self.status)
@@ -583,7 +702,17 @@ class Pipeline:
     def dashboard(self, refresh: float = 1.0) -> Any:
         """An ipywidgets dashboard: start/stop buttons, a status table, a slider per
         subscription bound live to its ``max_demand`` (and ``min_demand``), and the
-        metrics plots, refreshed every ``refresh`` seconds while the pipeline runs."""
+        metrics plots, refreshed every ``refresh`` seconds while the pipeline runs.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([1]), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> dash = p.dashboard()  # the last value of a notebook cell: it shows itself
+        >>> [s.max_slider.description for s in dash.sliders]
+        ['src → sink']
+        >>> dash.close()
+        """
         from .notebook.dashboard import Dashboard
 
         return Dashboard(self, refresh=refresh)

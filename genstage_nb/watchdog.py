@@ -37,7 +37,15 @@ MAX_WARNINGS = 100  # older records are dropped; a soak run must not grow withou
 class SlowHandler:
     """A stage hook that held the event loop for ``seconds`` (so far, while
     ``ongoing``); ``started`` is in seconds since the run started, ``where`` the file
-    and line of the stage's own code that was running when it was caught."""
+    and line of the stage's own code that was running when it was caught.
+
+    ``Pipeline.warnings`` keeps them (``Pipeline(slow_handler=seconds)`` sets the limit):
+
+    >>> import genstage_nb as gs
+    >>> w = gs.SlowHandler("parse", "handle_events", "cell.py:3", started=0.5, seconds=2.0)
+    >>> str(w)  # doctest: +ELLIPSIS
+    "stage 'parse' is blocking the event loop for 2.0 s in handle_events at cell.py:3; ..."
+    """
 
     stage: str
     hook: str

@@ -19,7 +19,15 @@ KEEP_MODES = ("first", "last")
 
 
 class Buffer:
-    """A FIFO of events with an optional size limit (``size=None``: unbounded)."""
+    """A FIFO of events with an optional size limit (``size=None``: unbounded).
+
+    A producer's ``buffer_size`` and ``buffer_keep`` options make one; use it directly to
+    test what overflow keeps.
+
+    >>> b = Buffer(3, keep="first")
+    >>> b.store([1, 2, 3, 4]), b.take(10)
+    (1, [1, 2, 3])
+    """
 
     __slots__ = ("size", "keep", "_chunks", "_len")
 

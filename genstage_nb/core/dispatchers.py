@@ -55,6 +55,18 @@ class Dispatcher(Protocol):
       consumer has demand).
     - ``demand_of(sub) -> int``: the demand of ``sub`` not yet served.
     - ``discarded``: events dropped on purpose (a partition hash returned ``None``).
+
+    A producer's ``dispatcher=`` option takes one of the three below (or a class of its own
+    that follows this interface). They are plain objects, driven with lists and ints:
+
+    >>> from genstage_nb import DemandDispatcher
+    >>> d = DemandDispatcher()
+    >>> d.subscribe("a")
+    >>> d.ask("a", 2)  # (demand for the producer, events sent at once)
+    (2, [])
+    >>> deliveries, leftover, _ = d.dispatch(["x", "y", "z"])
+    >>> deliveries, leftover
+    ([('a', ['x', 'y'])], ['z'])
     """
 
     discarded: int

@@ -258,11 +258,11 @@ class Process:
                         async with anyio.create_task_group() as tg:
                             self._task_group = tg
                             await self._start()
-                            self.supervisor.started(self)
+                            self.supervisor._started(self)
                             await self._serve()
                     else:
                         await self._start()
-                        self.supervisor.started(self)
+                        self.supervisor._started(self)
                         await self._serve()
                     self.status = "done"
                     return
@@ -297,14 +297,14 @@ class Process:
                         continue
                     self.status = "failed"
                     self._terminate(exc)
-                    self.supervisor.stage_failed(self, exc)
+                    self.supervisor._stage_failed(self, exc)
                     return
         except (KeyboardInterrupt, SystemExit) as exc:
             # A kernel interrupt (or exit) raised in a hook: not the stage's failure.
             # The whole pipeline stops cleanly and run() raises it once all have ended.
-            self.supervisor.interrupted(self, exc)
+            self.supervisor._interrupted(self, exc)
         finally:
-            self.supervisor.started(self)  # ended before it started: do not hold the rest
+            self.supervisor._started(self)  # ended before it started: do not hold the rest
             if self._rest is not None:
                 # Cancelled while an async handle_events was at work on this list.
                 batches, i = self._rest
@@ -332,7 +332,7 @@ class Process:
             end = getattr(stage, "_gs_ended", None)
             if end is not None:
                 end(self)
-            self.supervisor.stage_ended(self)
+            self.supervisor._stage_ended(self)
 
     async def _start(self) -> None:
         self.current = []
@@ -404,7 +404,7 @@ class Process:
         self.current = []
         if not restarted:
             self._final_failure = failure
-        self.supervisor.record_failure(self, failure)
+        self.supervisor._record_failure(self, failure)
         log.error(
             "stage %r failed in %s%s:\n%s",
             self.name,
@@ -497,7 +497,7 @@ class Process:
         elif not sub._demand.manual:
             n = sub._demand.initial_ask()
             self.counters.demand_out += n
-            if not self.supervisor.hold_ask(producer, sub, n):
+            if not self.supervisor._hold_ask(producer, sub, n):
                 producer.post(producer._on_ask, sub, n)
 
     async def _on_link(self, sub: Subscription, _: Any) -> None:
@@ -945,7 +945,7 @@ class Process:
                 # The stage already ended: record the failure here.
                 self.current, self.current_hook = [event], "handle_event"
                 self._record_failure(exc, False)
-                self.supervisor.stage_failed(self, exc)
+                self.supervisor._stage_failed(self, exc)
             else:
                 self.post(self._on_event_failed, exc, event)
             return

@@ -57,6 +57,16 @@ class Stage:
     ``concurrent.futures.Executor`` or a ``dask.distributed.Client``: ``handle_events``
     runs there, on a copy of the stage for a class stage) and ``concurrency`` (batches
     in flight there, default 1); results are taken in order.
+
+    >>> import genstage_nb as gs
+    >>> class Squares(gs.ProducerConsumer):
+    ...     def __init__(self, **options):
+    ...         super().__init__(buffer_size=100, **options)
+    ...     def handle_events(self, events):
+    ...         return [e * e for e in events]
+    >>> s = Squares(name="squares", restart="transient")
+    >>> s.name, s.kind, s.restart
+    ('squares', 'producer_consumer', 'transient')
     """
 
     kind = "stage"
@@ -225,11 +235,37 @@ class Stage:
     # -- from outside ----------------------------------------------------------------
 
     def send(self, message: Any) -> None:
-        """Deliver ``message`` to ``handle_info`` (asynchronously, in order)."""
+        """Deliver ``message`` to ``handle_info`` (asynchronously, in order).
+
+        >>> import anyio, genstage_nb as gs
+        >>> class Echo(gs.Consumer):
+        ...     def handle_events(self, events): pass
+        ...     def handle_info(self, message): print("got", message)
+        >>> p = gs.Pipeline(); echo = p.add(Echo(), name="echo")
+        >>> async def main():
+        ...     p.start(); echo.send("hello"); await p.stop()
+        >>> anyio.run(main)
+        got hello
+        """
         self._running_process("send").post_info(message)
 
     async def call(self, request: Any) -> Any:
-        """Call ``handle_call(request)`` inside the stage and return its reply."""
+        """Call ``handle_call(request)`` inside the stage and return its reply.
+
+        >>> import anyio, genstage_nb as gs
+        >>> class Count(gs.Consumer):
+        ...     def init(self): self.seen = 0
+        ...     def handle_events(self, events): self.seen += len(events)
+        ...     def handle_call(self, request): return self.seen
+        >>> p = gs.Pipeline(); count = p.add(Count(), name="count")
+        >>> async def main():
+        ...     p.start()
+        ...     seen = await count.call("how many?")
+        ...     await p.stop()
+        ...     return seen
+        >>> anyio.run(main)
+        0
+        """
         return await self._running_process("call").call(request)
 
     def _running_process(self, what: str) -> Process:
@@ -254,12 +290,29 @@ class _Producing(Stage):
         """Send ``events`` downstream as far as demand allows; buffer the rest.
 
         May be called from any hook (and from ``init``).
+
+        >>> import genstage_nb as gs
+        >>> class Ready(gs.Producer):
+        ...     def init(self):
+        ...         self.emit(["a", "b", "c"])  # waits in the buffer until asked for
+        ...         self.finish()
+        ...     def handle_demand(self, demand):
+        ...         return None
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(Ready()), p.add(gs.consumer(out.extend)))
+        >>> p.run_sync(); out
+        ['a', 'b', 'c']
         """
         self._running_process("emit").emit(events, "emit")
 
     @property
     def buffered(self) -> int:
-        """Events waiting in this stage's buffer (GenStage's estimate_buffered_count)."""
+        """Events waiting in this stage's buffer (GenStage's estimate_buffered_count).
+
+        >>> import genstage_nb as gs
+        >>> gs.from_iterable([1, 2]).buffered  # nothing made yet
+        0
+        """
         proc = self._process
         return proc.buffered() if proc is not None else 0
 
@@ -295,7 +348,18 @@ class Producer(_Producing):
         """Return up to ``demand`` events (an iterable), or ``None``."""
 
     def finish(self) -> None:
-        """End the stream: deliver the buffer, then cancel the consumers normally."""
+        """End the stream: deliver the buffer, then cancel the consumers normally.
+
+        >>> import genstage_nb as gs
+        >>> class Three(gs.Producer):
+        ...     def handle_demand(self, demand):
+        ...         self.finish()  # after these: the consumers complete
+        ...         return [1, 2, 3]
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(Three()), p.add(gs.consumer(out.extend)))
+        >>> p.run_sync(); out
+        [1, 2, 3]
+        """
         self._running_process("finish").finish()
 
     @property

@@ -18,7 +18,8 @@ class Subscription:
     Attributes: ``producer`` and ``consumer`` (the stages), ``max_demand``,
     ``min_demand``, ``cancel`` (``"permanent"``, ``"transient"`` or ``"temporary"``),
     ``partition`` and ``selector`` (for partition and broadcast dispatchers), and
-    ``pending``: the demand asked of the producer and not yet used up.
+    ``pending``: the demand asked of the producer and not yet used up; ``active``:
+    True while the subscription is established in a running pipeline.
 
     ``tune(max_demand=..., min_demand=...)`` changes the demand live; it takes effect at
     the consumer's next ask. ``ask(n)`` asks for ``n`` more events by hand, for
@@ -79,18 +80,24 @@ class Subscription:
 
     @property
     def max_demand(self) -> int:
+        """The most events the consumer has asked for and not yet handled."""
         return self._demand.max_demand
 
     @property
     def min_demand(self) -> int:
+        """The consumer asks again once its pending demand falls to this (it handles
+        batches of at most ``max_demand - min_demand`` events)."""
         return self._demand.min_demand
 
     @property
     def pending(self) -> int:
+        """Events asked of the producer and not yet handled by the consumer."""
         return self._demand.pending
 
     @property
     def manual(self) -> bool:
+        """True when the consumer asks for events itself (``handle_subscribe``
+        returned ``"manual"``; see ``ask``)."""
         return self._demand.manual
 
     def tune(self, max_demand: int | None = None, min_demand: int | None = None) -> None:
@@ -98,6 +105,14 @@ class Subscription:
 
         Without ``min_demand``, a ``min_demand`` that was defaulted follows the new
         ``max_demand`` (half of it); one that was set explicitly is kept.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> sub = p.link(p.add(gs.from_iterable([1])), p.add(gs.consumer(len)), max_demand=10)
+        >>> sub.tune(max_demand=100); (sub.max_demand, sub.min_demand)
+        (100, 50)
+        >>> sub.tune(min_demand=90); (sub.max_demand, sub.min_demand)
+        (100, 90)
         """
         new_max = self.max_demand if max_demand is None else max_demand
         if min_demand is None and (self._min_default or self.min_demand >= new_max):
@@ -113,7 +128,23 @@ class Subscription:
             self._min_default = False
 
     def ask(self, n: int) -> None:
-        """Ask the producer for ``n`` more events (manual demand)."""
+        """Ask the producer for ``n`` more events (manual demand).
+
+        >>> import genstage_nb as gs
+        >>> class OneAtATime(gs.Consumer):
+        ...     def handle_subscribe(self, subscription):
+        ...         self.sub = subscription
+        ...         subscription.ask(1)
+        ...         return "manual"
+        ...     def handle_events(self, events):
+        ...         print(events)
+        ...         self.sub.ask(1)
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable("ab")), p.add(OneAtATime()))
+        >>> p.run_sync()
+        ['a']
+        ['b']
+        """
         where = f"ask {self.producer.name} -> {self.consumer.name}"
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"{where}: n must be an int, got {n!r}")
