@@ -1056,10 +1056,10 @@ def _discard(coro: Any) -> None:
     frame = getattr(coro, "cr_frame", None)
     if frame is not None:
         for value in frame.f_locals.values():
-            for item in value if isinstance(value, tuple) else (value,):
+            for item in value if isinstance(value, (tuple, list)) else (value,):
                 if inspect.iscoroutine(item):
-                    _close_unstarted(item)
-    if inspect.iscoroutine(coro):
+                    _discard(item)  # it may hold hook coroutines of its own
+    if inspect.iscoroutine(coro) and coro.cr_frame is not None:
         _close_unstarted(coro)
 
 
