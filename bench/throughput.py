@@ -1,12 +1,18 @@
 """W1 throughput: range(N) -> x + 1 -> sum, genstage_nb beside its baselines, in one run.
 
     python bench/throughput.py [--events 2000000] [--max-demand 1000] [--repeat 5]
+                               [--peer-events 200000] [--no-curve]
 
 Every figure is the median of ``--repeat`` runs; ratios compare figures measured in this
 same run (machines are noisy, absolute numbers are not comparable across runs).
 Baselines: a plain Python loop doing the same work (the limit) and an asyncio.Queue(1000)
-pipeline passing one item per put (what a hand-written asyncio pipeline does). The
-genstage_nb rows sample metrics every 0.25 s (the default) unless they say otherwise.
+pipeline passing one item per put (what a hand-written asyncio pipeline does). Peers
+(installed by the ``[bench]`` extra; a row is left out when one is missing): streamz
+(its synchronous core, one ``emit`` per item) and aiostream (``iterate | map``, one
+item at a time). The slow rows run over fewer events (``--peer-events``); a rate is a
+rate, so they compare all the same. The genstage_nb rows sample metrics every 0.25 s
+(the default) unless they say otherwise. The curve runs genstage_nb over max_demand
+1, 10, 100, 1000 and 10000 on asyncio and trio (small max_demand over fewer events).
 """
 
 from __future__ import annotations
@@ -59,6 +65,51 @@ def asyncio_queue(n: int) -> int:
     return asyncio.run(main())
 
 
+def streamz_pipeline(n: int) -> int:
+    from streamz import Stream
+
+    total = [0]
+
+    def add(x: int) -> None:
+        total[0] += x
+
+    source = Stream()
+    source.map(lambda x: x + 1).sink(add)
+    for x in range(n):
+        source.emit(x)
+    return total[0]
+
+
+def aiostream_pipeline(n: int) -> int:
+    from aiostream import pipe, stream
+
+    async def main() -> int:
+        total = 0
+        xs = stream.iterate(range(n)) | pipe.map(lambda x: x + 1)
+        async with xs.stream() as items:
+            async for x in items:
+                total += x
+        return total
+
+    return asyncio.run(main())
+
+
+def peers() -> list[tuple[str, object]]:
+    """The peer pipelines that are installed."""
+    found = []
+    for module, label, fn in (
+        ("streamz", "streamz (sync, one emit per item)", streamz_pipeline),
+        ("aiostream", "aiostream (iterate | map)", aiostream_pipeline),
+    ):
+        try:
+            version = __import__(module).__version__
+        except ImportError:
+            print(f"({module} not installed: pip install -e '.[bench]')")
+            continue
+        found.append((f"{label} {version}", fn))
+    return found
+
+
 def genstage(
     n: int, max_demand: int, backend: str = "asyncio", sampling: float | None = 0.25
 ) -> int:
@@ -98,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="events for the slow asyncio.Queue baseline (default: --events)",
     )
+    parser.add_argument("--peer-events", type=int, default=200_000)
+    parser.add_argument("--no-curve", action="store_true", help="skip the max_demand curve")
     args = parser.parse_args(argv)
     n, md, rep = args.events, args.max_demand, args.repeat
     print(f"W1: range({n:,}) -> x + 1 -> sum, max_demand {md}, median of {rep} runs")
@@ -114,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         ("genstage_nb asyncio, sampling off", measure(genstage, n, rep, md, "asyncio", None)),
         ("genstage_nb asyncio, sampling 0.01 s", measure(genstage, n, rep, md, "asyncio", 0.01)),
     ]
+    peer_rows = [(name, measure(fn, args.peer_events, rep)) for name, fn in peers()]
+    rows += peer_rows
     print()
     print(f"{'pipeline':<42} {'M events/s':>11} {'x plain loop':>13} {'x asyncio.Queue':>16}")
     for name, rate in rows:
@@ -130,7 +185,29 @@ def main(argv: list[str] | None = None) -> int:
         f"metrics sampling (0.25 s) costs {100 * (1 - gs_rate / off):+.1f}% against sampling "
         f"off (target: at most 5%)"
     )
+    for name, rate in peer_rows:
+        print(f"vs {name}: {gs_rate / rate:.0f}x (target: >= 30x)")
+    if not args.no_curve:
+        curve(n, rep, loop, queue)
     return 0
+
+
+def curve(n: int, rep: int, loop: float, queue: float) -> None:
+    """genstage_nb's rate over max_demand, on asyncio and trio."""
+    print()
+    print(
+        f"{'max_demand':>10} {'events':>10} {'asyncio M/s':>12} {'trio M/s':>9} "
+        f"{'asyncio x loop':>15} {'asyncio x Queue':>16} {'trio x Queue':>13}"
+    )
+    for md in (1, 10, 100, 1000, 10_000):
+        events = min(n, 100_000 * md)
+        a = measure(genstage, events, rep, md, "asyncio")
+        t = measure(genstage, events, rep, md, "trio")
+        print(
+            f"{md:>10} {events:>10,} {a / 1e6:>12.3f} {t / 1e6:>9.3f} {a / loop:>15.3f} "
+            f"{a / queue:>16.2f} {t / queue:>13.2f}"
+        )
+    print("target at max_demand 1: >= 1x asyncio.Queue")
 
 
 if __name__ == "__main__":
