@@ -1,0 +1,43 @@
+"""Every benchmark, one after the other: W1 throughput (with peers and the max_demand
+curve), W2 bounded memory, W3 fan-out and W3 scale-out on executors.
+
+    python bench/run.py [--quick]
+
+``--quick`` runs each over fewer events and repeats (a smoke run, not figures to quote).
+Each prints its own table; all ratios are against baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FULL = [
+    ["throughput.py"],
+    ["memory.py"],
+    ["fanout.py"],
+    ["executors.py", "--repeat", "5"],
+]
+QUICK = [
+    ["throughput.py", "--events", "200000", "--repeat", "1", "--peer-events", "20000"],
+    ["memory.py", "--sizes", "10000", "100000"],
+    ["fanout.py", "--events", "200000", "--repeat", "1"],
+    ["executors.py", "--events", "2000", "--repeat", "1", "--no-dask"],
+]
+
+
+def main() -> int:
+    runs = QUICK if "--quick" in sys.argv[1:] else FULL
+    for script, *args in runs:
+        print(f"\n=== bench/{script} {' '.join(args)}".rstrip(), flush=True)
+        status = subprocess.call([sys.executable, os.path.join(HERE, script), *args])
+        if status:
+            return status
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
