@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from common import machine  # noqa: E402
 
 import genstage_nb as gs  # noqa: E402
 
@@ -106,8 +107,7 @@ def main() -> None:
                     client.cluster.close()
 
     print(f"# W3: {n:,} events x {WORK} multiply-adds, median of {args.repeat}")
-    machine = f"{platform.python_implementation()} {platform.python_version()}"
-    print(f"# {machine}, {os.cpu_count()} cores, {platform.machine()}")
+    print(f"# {machine()}")
     print(f"{'run':38} {'events/s':>10} {'vs loop':>8} {'vs 1 worker':>12}")
     one = {}
     for label, rate, workers in rows:

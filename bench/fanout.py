@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from common import machine, median_rate  # noqa: E402
 
 import genstage_nb as gs  # noqa: E402
 
@@ -51,16 +50,8 @@ def _by_rest(x: int) -> int:
 
 
 def measure(fn, n: int, repeat: int, *args) -> float:
-    expected = n * (n - 1) // 2
-    rates = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn(n, *args)
-        elapsed = time.perf_counter() - started
-        if result != expected:
-            raise AssertionError(f"{fn.__name__}{args} computed {result}, expected {expected}")
-        rates.append(n / elapsed)
-    return statistics.median(rates)
+    """Median events per second of ``fn(n, *args)``, which sums range(n)."""
+    return median_rate(fn, n, repeat, n * (n - 1) // 2, *args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n, rep = args.events, args.repeat
     print(f"W3 fan-out: range({n:,}) -> 4 consumers (sum), max_demand 1000, median of {rep}")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"machine: {machine}")
+    print(f"machine: {machine()}")
     loop = measure(plain_loop, n, rep)
     one = measure(pipeline, n, rep, 1, "demand")
     rows = [

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
+
+from common import machine
 
 CHILD = r"""
 import resource, sys, time
@@ -59,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     args = parser.parse_args(argv)
     print("W2: fast producer -> slow consumer (max_demand 1000), peak RSS of a fresh process")
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    print(f"machine: {machine()}")
     print()
     print(f"{'events':>12} {'peak RSS MiB':>13} {'x smallest':>11} {'seconds':>8}")
     base = None

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from common import machine, median_rate  # noqa: E402
 
 import genstage_nb as gs  # noqa: E402
 
@@ -125,17 +124,8 @@ def genstage(
 
 
 def measure(fn, n: int, repeat: int, *args) -> float:
-    """Median events per second of ``fn(n, *args)`` over ``repeat`` runs."""
-    expected = n * (n + 1) // 2
-    rates = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn(n, *args)
-        elapsed = time.perf_counter() - started
-        if result != expected:
-            raise AssertionError(f"{fn.__name__} computed {result}, expected {expected}")
-        rates.append(n / elapsed)
-    return statistics.median(rates)
+    """Median events per second of ``fn(n, *args)``, which sums ``x + 1`` over range(n)."""
+    return median_rate(fn, n, repeat, n * (n + 1) // 2, *args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n, md, rep = args.events, args.max_demand, args.repeat
     print(f"W1: range({n:,}) -> x + 1 -> sum, max_demand {md}, median of {rep} runs")
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    print(f"machine: {machine()}")
     loop = measure(plain_loop, n, rep)
     queue = measure(asyncio_queue, args.queue_events or n, max(1, rep // 2 + 1))
     rows = [

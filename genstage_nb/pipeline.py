@@ -98,7 +98,7 @@ class Pipeline:
         self.failures: dict[str, list[Failure]] = {}
         self.stopping = False
         self.depth = 0  # how deep stages are serving each other inline (see Process.post)
-        # The start gate (see hold_ask): stages still starting, and the asks held.
+        # The start gate (see _hold_ask): stages still starting, and the asks held.
         self._starting: set[Process] | None = None
         self._held_asks: list[tuple[Process, Subscription, int]] = []
         self._running = False

@@ -124,3 +124,19 @@ async def live_tasks():
         import trio
 
         return trio.lowlevel.current_statistics().tasks_living
+
+
+#: A %%stage cell body: a producer of 0..LIMIT-1 that waits on GATE (an asyncio.Event
+#: of the notebook) once it has made HALF, so a test can act while the pipeline runs.
+GATED_NUMBERS = """\
+def init(self):
+    self.n = 0
+
+async def handle_demand(self, demand):
+    if self.n >= HALF:
+        await GATE.wait()
+    events = list(range(self.n, min(self.n + demand, LIMIT)))
+    self.n += len(events)
+    if self.n >= LIMIT:
+        self.finish()
+    return events"""

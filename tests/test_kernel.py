@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import nbformat
 import pytest
+from helpers import GATED_NUMBERS
 from nbclient import NotebookClient
 
 SETUP = """\
@@ -16,19 +17,7 @@ p = gs.Pipeline(metrics_interval=0.05)
 LIMIT, HALF = 2000, 1000
 GATE = asyncio.Event()"""
 
-NUMBERS = """\
-%%stage numbers --pipeline p
-def init(self):
-    self.n = 0
-
-async def handle_demand(self, demand):
-    if self.n >= HALF:
-        await GATE.wait()
-    events = list(range(self.n, min(self.n + demand, LIMIT)))
-    self.n += len(events)
-    if self.n >= LIMIT:
-        self.finish()
-    return events"""
+NUMBERS = "%%stage numbers --pipeline p\n" + GATED_NUMBERS
 
 TAG_V1 = """\
 %%stage tag --subscribe-to numbers --max-demand 10 --pipeline p

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import anyio
 import pytest
+from helpers import GATED_NUMBERS
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -185,28 +188,12 @@ def test_pipeline_magic_commands(shell):
     assert p.stages == {}
 
 
-GATED = """
-import anyio
-def init(self):
-    self.n = 0
-
-async def handle_demand(self, demand):
-    if self.n >= HALF:
-        await GATE.wait()
-    events = list(range(self.n, min(self.n + demand, LIMIT)))
-    self.n += len(events)
-    if self.n >= LIMIT:
-        self.finish()
-    return events
-"""
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_rerunning_a_cell_while_running_swaps_code_and_keeps_state(shell):
     ns = shell.user_ns
     ns.update(LIMIT=400, HALF=200, GATE=anyio.Event())
-    stage(shell, "numbers", GATED)
+    stage(shell, "numbers", GATED_NUMBERS)
     stage(shell, "tag", "def handle_events(events):\n    return [(e, 'v1') for e in events]")
     stage(shell, "sink --subscribe-to tag --max-demand 10", SINK)
     stage(
@@ -243,7 +230,7 @@ async def test_rerunning_a_cell_while_running_swaps_code_and_keeps_state(shell):
 async def test_kind_change_while_running_is_refused(shell):
     ns = shell.user_ns
     ns.update(LIMIT=10, HALF=0, GATE=anyio.Event())
-    stage(shell, "numbers", GATED)
+    stage(shell, "numbers", GATED_NUMBERS)
     stage(shell, "sink --subscribe-to numbers", SINK)
     p = ns["p"]
     async with anyio.create_task_group() as tg:
@@ -357,3 +344,34 @@ def test_a_slow_handler_shows_in_status_and_dashboard(shell, capsys):
     d = p.dashboard()
     assert "stage &#x27;heavy&#x27; blocked the event loop" in d.warnings.value
     d.close()
+
+
+def test_a_returned_figure_shows_as_a_picture_without_pyplot(shell):
+    from matplotlib.figure import Figure
+
+    png = shell.display_formatter.formatters["image/png"]
+    png.type_printers.pop(Figure, None)  # as in a fresh kernel that never loaded pyplot
+    p = gs.Pipeline()
+    p.link(p.add(gs.from_iterable([1]), name="src"), p.add(gs.consumer(len), name="sink"))
+    fig = p.draw()
+    data = png(fig)  # what the kernel sends beside text/plain
+    if isinstance(data, str):
+        data = base64.b64decode(data)
+    assert data.startswith(b"\x89PNG")
+
+
+def test_a_figure_format_the_user_chose_is_kept(shell):
+    from IPython.core.pylabtools import select_figure_formats
+    from matplotlib.figure import Figure
+
+    formatters = shell.display_formatter.formatters
+    formatters["image/png"].type_printers.pop(Figure, None)
+    select_figure_formats(shell, {"svg"})
+    try:
+        p = gs.Pipeline()
+        p.add(gs.from_iterable([1]), name="src")
+        fig = p.draw()
+        assert formatters["image/svg+xml"](fig) is not None
+        assert formatters["image/png"](fig) is None  # no PNG added beside the user's SVG
+    finally:
+        formatters["image/svg+xml"].type_printers.pop(Figure, None)

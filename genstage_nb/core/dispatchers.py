@@ -107,13 +107,14 @@ class DemandDispatcher:
         self._pending = 0
         self._max = max_demand
         self._shuffle = shuffle_demands_on_first_dispatch
-        self._warned: set[int] = set()
+        self._warned: set = set()  # subscriptions warned about their demand
         self.discarded = 0
 
     def subscribe(self, sub: Any) -> None:
         self._demands.append([0, sub])
 
     def cancel(self, sub: Any) -> int:
+        self._warned.discard(sub)
         entry = self._pop(sub)
         if entry is not None:
             self._pending += entry[0]
@@ -124,8 +125,8 @@ class DemandDispatcher:
             self._max = n
         elif n > self._max and len(self._demands) == 1:
             self._max = n  # a lone consumer tuned up overloads no one
-        elif n > self._max and id(sub) not in self._warned:
-            self._warned.add(id(sub))  # once per subscription, not at every ask
+        elif n > self._max and sub not in self._warned:
+            self._warned.add(sub)  # once per subscription, not at every ask
             log.warning(
                 "DemandDispatcher expects a maximum demand of %d; got demand for %d events "
                 "from %s. Using different maximum demands will overload greedy consumers.",

@@ -176,25 +176,9 @@ class StageMagics(Magics):
         )
         p.add(new, name=name)
         for sub in ins:
-            p.link(
-                sub.producer,
-                new,
-                max_demand=sub.max_demand,
-                min_demand=None if sub._min_default else sub.min_demand,
-                cancel=sub.cancel,
-                partition=sub.partition,
-                selector=sub.selector,
-            )
+            _relink(p, sub, sub.producer, new)
         for sub in outs:
-            p.link(
-                new,
-                sub.consumer,
-                max_demand=sub.max_demand,
-                min_demand=None if sub._min_default else sub.min_demand,
-                cancel=sub.cancel,
-                partition=sub.partition,
-                selector=sub.selector,
-            )
+            _relink(p, sub, new, sub.consumer)
         return new
 
     def _subscribe(
@@ -270,3 +254,17 @@ class StageMagics(Magics):
                 p._remove(name)
         print("pipeline reset")
         return None
+
+
+def _relink(p: Pipeline, sub: Any, producer: Any, consumer: Any) -> None:
+    """Link ``producer`` to ``consumer`` with ``sub``'s options (a defaulted min_demand
+    stays defaulted, so it keeps following max_demand)."""
+    p.link(
+        producer,
+        consumer,
+        max_demand=sub.max_demand,
+        min_demand=None if sub._min_default else sub.min_demand,
+        cancel=sub.cancel,
+        partition=sub.partition,
+        selector=sub.selector,
+    )
