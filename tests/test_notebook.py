@@ -346,10 +346,19 @@ def test_a_slow_handler_shows_in_status_and_dashboard(shell, capsys):
     d.close()
 
 
-def test_a_returned_figure_shows_as_a_picture_without_pyplot(shell):
+def kernel_formatter(shell, mime, monkeypatch):
+    """The shell's formatter for ``mime``, enabled as a kernel enables it (a terminal
+    shell, or IPython's test shell, switches image formatters off)."""
+    formatter = shell.display_formatter.formatters[mime]
+    monkeypatch.setattr(formatter, "enabled", True)
+    monkeypatch.setattr(formatter, "type_printers", dict(formatter.type_printers))
+    return formatter
+
+
+def test_a_returned_figure_shows_as_a_picture_without_pyplot(shell, monkeypatch):
     from matplotlib.figure import Figure
 
-    png = shell.display_formatter.formatters["image/png"]
+    png = kernel_formatter(shell, "image/png", monkeypatch)
     png.type_printers.pop(Figure, None)  # as in a fresh kernel that never loaded pyplot
     p = gs.Pipeline()
     p.link(p.add(gs.from_iterable([1]), name="src"), p.add(gs.consumer(len), name="sink"))
@@ -360,18 +369,16 @@ def test_a_returned_figure_shows_as_a_picture_without_pyplot(shell):
     assert data.startswith(b"\x89PNG")
 
 
-def test_a_figure_format_the_user_chose_is_kept(shell):
+def test_a_figure_format_the_user_chose_is_kept(shell, monkeypatch):
     from IPython.core.pylabtools import select_figure_formats
     from matplotlib.figure import Figure
 
     formatters = shell.display_formatter.formatters
-    formatters["image/png"].type_printers.pop(Figure, None)
+    kernel_formatter(shell, "image/png", monkeypatch).type_printers.pop(Figure, None)
+    kernel_formatter(shell, "image/svg+xml", monkeypatch)
     select_figure_formats(shell, {"svg"})
-    try:
-        p = gs.Pipeline()
-        p.add(gs.from_iterable([1]), name="src")
-        fig = p.draw()
-        assert formatters["image/svg+xml"](fig) is not None
-        assert formatters["image/png"](fig) is None  # no PNG added beside the user's SVG
-    finally:
-        formatters["image/svg+xml"].type_printers.pop(Figure, None)
+    p = gs.Pipeline()
+    p.add(gs.from_iterable([1]), name="src")
+    fig = p.draw()
+    assert formatters["image/svg+xml"](fig) is not None
+    assert formatters["image/png"](fig) is None  # no PNG added beside the user's SVG
