@@ -114,6 +114,7 @@ class Process:
         self.current_hook = ""
         self.producing = hasattr(stage, "emit")
         self.pc = self.kind == "producer_consumer"
+        self.fusable = self.kind == "producer"  # may drive its chain in one loop (pump.py)
         self.concurrent = hasattr(stage, "handle_event")
         # Producer side.
         self.consumers: dict[Subscription, None] = {}
@@ -555,8 +556,22 @@ class Process:
             if self.accumulating:
                 self.accumulated.append(("demand", demand))
             else:
+                if self.fusable and _fused.enabled:
+                    levels = _fused.chain(self)
+                    if levels:
+                        return _fused.pump(self, demand, levels)
+                    if levels is not None and self._wakeup is not None:
+                        # Served inline by a stage of the chain, which is at work: the
+                        # stage's own task drives the chain once that stage is done.
+                        return self._pump_later(demand)
                 return self._handle_demand(demand)
         return None
+
+    async def _pump_later(self, demand: int) -> None:
+        levels = _fused.chain(self)
+        pending = _fused.pump(self, demand, levels) if levels else self._handle_demand(demand)
+        if pending is not None:
+            await pending
 
     def _ready(self) -> int:
         ready = getattr(self.dispatcher, "ready", None)
@@ -1079,3 +1094,5 @@ def _first_leaf(error: BaseException) -> BaseException:
 
 
 __all__ = ["Counters", "Process", "as_events"]
+
+from . import pump as _fused  # noqa: E402  (it builds on this module)
