@@ -292,6 +292,10 @@ class Process:
                             self._ask_upstream(*failed_ask)
                         if lost_demand:
                             self.mailbox.appendleft((self._on_self_demand, lost_demand, None))
+                        elif self.pc and self.pc_queue:
+                            # Input queued behind the failed batch: handled after the
+                            # restart as far as the demand from downstream goes.
+                            self.mailbox.appendleft((self._on_self_demand, 0, None))
                         self.status = "restarting"
                         self.counters.restarts += 1
                         await checkpoint()
