@@ -39,6 +39,10 @@ class IterableProducer(Producer):
 
     def _take_slice(self, demand: int) -> list:
         pos = self._pos
+        if demand == 1 and pos < len(self._seq):
+            # One at a time (max_demand 1): no slice to build and copy.
+            self._pos = pos + 1
+            return [self._seq[pos]]
         chunk = self._seq[pos : pos + demand]
         events = chunk if chunk.__class__ is list else list(chunk)
         self._pos = pos + len(events)

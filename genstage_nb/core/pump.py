@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 enabled = True
 
 # A level: (subscription, consumer process, its DemandState, its counters, its
-# handle_events, its out-dispatcher's one entry [demand, subscription] or None).
+# handle_events, its out-dispatcher's one entry [demand, subscription] and the
+# dispatcher (None at the end of the chain), its mailbox).
 _Level = tuple
 
 
@@ -78,8 +79,10 @@ def chain(producer: Process) -> list[_Level] | None:
         if not to._parked or to._wakeup is None or to.mailbox or to._resume is not None:
             busy = True
         if levels:
-            levels[-1] = (*levels[-1][:5], dispatcher._demands[0])
-        levels.append((sub, to, sub._demand, to.counters, to.stage.handle_events, None))
+            levels[-1] = (*levels[-1][:5], dispatcher._demands[0], dispatcher, proc.mailbox)
+        levels.append(
+            (sub, to, sub._demand, to.counters, to.stage.handle_events, None, None, to.mailbox)
+        )
         if not to.pc:
             return BUSY if busy else levels
         if to.pc_queue or to.finishing:
@@ -93,18 +96,29 @@ _MAX_LEVELS = 32
 def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
     """Serve ``demand``, new demand for ``producer``, and the asks that come back up the
     chain, round after round. Returns what ``Process._on_demand`` returns: None, or an
-    awaitable for the producer's task."""
+    awaitable for the producer's task.
+
+    The counters of the chain are kept in a few sums per level and added to the stages'
+    ``Counters`` when the loop ends (nothing reads them before: the metrics sampler is
+    a task of its own, and it runs when this loop has yielded).
+    """
     for level in levels:
         level[1]._parked = False  # busy: posts to it wait in its mailbox
-    stage = producer.stage
-    handle_demand = stage.handle_demand
-    counters = producer.counters
+    handle_demand = producer.stage.handle_demand
     dispatcher = producer.dispatcher
     entry = dispatcher._demands[0]
     mailbox = producer.mailbox
-    sub1 = levels[0][0]
-    asks = [0] * len(levels)
+    k = len(levels)
+    asks = [0] * k  # the ask each level makes after its batch of this round
+    # Sums per level: events sent to it, batches it took, demand it asked (and of that,
+    # what went up as a message rather than straight), events it did not handle here.
+    sent = [0] * k
+    count = [0] * k
+    asked = [0] * k
+    posted = [0] * k
+    unhandled = [0] * k
     rounds = 0
+    fairness = _FAIRNESS
     try:
         while True:
             at = producer  # whose hook runs (the watchdog reads it: blocking_stage)
@@ -125,33 +139,33 @@ def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
             n = len(events)
             if not n:
                 return None
-            counters.made += n
             if n > entry[0]:
                 _release(levels, 0)
+                producer.counters.made += n
                 producer._dispatch(events)
                 return None
             entry[0] -= n
-            counters.accepted += n
-            counters.events_out += n
 
             # Down the chain: level i takes ``events`` (``n`` of them).
             i = 0
             while True:
-                sub, to, ds, tc, handle, out = levels[i]
-                tc.events_in += n
+                sub, to, ds, _, handle, out, _, inbox = levels[i]
+                sent[i] += n
                 max_demand = ds.max_demand
                 min_demand = ds.min_demand
                 pending = ds.pending
                 if (
-                    to.mailbox
+                    inbox
                     or n > pending
                     or n > max_demand - min_demand
                     or (out is not None and to.pc_demand <= 0)
                 ):
                     # Not the simple case: the ordinary message from here on.
+                    unhandled[i] += n
                     _release(levels, i)
                     to.post(to._on_events, sub, events)
                     return _unwind_slow(levels, i - 1, asks)
+                count[i] += 1
                 left = pending - n
                 if left <= min_demand:
                     asks[i] = ask = max_demand - left
@@ -164,6 +178,8 @@ def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
                     result = handle(events)
                     if result.__class__ is not list:
                         if result is not None and isawaitable(result):
+                            unhandled[i] += n
+                            count[i] -= 1
                             _release(levels, i + 1)
                             batches = [(events, ask)]
                             to.current = events
@@ -175,6 +191,8 @@ def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
                         if out is not None:
                             result = as_events(to.name, "handle_events", result)
                 except Exception as exc:
+                    unhandled[i] += n
+                    count[i] -= 1
                     _release(levels, i + 1)
                     to.current = events
                     to.current_hook = "handle_events"
@@ -182,65 +200,84 @@ def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
                     to._inline_error = exc
                     to._wake()
                     return _unwind_slow(levels, i - 1, asks)
-                tc.handled += n
                 if out is None:
                     break  # the consumer at the end
                 m = len(result)
                 if not m:
                     break
-                tc.made += m
                 if m > out[0]:
                     # More than the next stage asked for: the dispatcher keeps the rest.
                     _release(levels, i + 1)
+                    to.counters.made += m
                     to._dispatch(result)
                     return _unwind_slow(levels, i, asks)
                 out[0] -= m
-                tc.accepted += m
-                tc.events_out += m
                 pc_demand = to.pc_demand
                 to.pc_demand = pc_demand - m if pc_demand > m else 0
                 events = result
                 n = m
                 i += 1
 
-            # Back up: each level finishes its batch; its ask goes to the level above.
+            # Back up: each level's ask goes to the level above.
             held = 0
             while i >= 0:
-                sub, to, ds, tc, handle, out = levels[i]
-                tc.batches += 1
-                if to.mailbox:
+                _, to, _, _, _, out, d, inbox = levels[i]
+                if inbox:
                     if held:
-                        to.mailbox.append((to._on_ask, levels[i + 1][0], held))
+                        inbox.append((to._on_ask, levels[i + 1][0], held))
+                        posted[i + 1] += held
                     _release(levels, i + 1)
-                    if asks[i]:
-                        to._ask_upstream(sub, asks[i])
-                    return _unwind_slow(levels, i - 1, asks, to)
+                    return _unwind_slow(levels, i, asks, to)
                 if held:
                     # The ask of the level below, as _on_ask and _on_demand take it.
-                    tc.demand_in += held
-                    d = to.dispatcher
                     if held > d._max:
                         d._max = held
                     out[0] += held
                     to.pc_demand += held
                 held = asks[i]
                 if held:
-                    tc.demand_out += held
+                    asked[i] += held
                 i -= 1
 
             if not held:
                 return None
             rounds += 1
-            if mailbox or producer.finishing or rounds == _FAIRNESS:
-                mailbox.append((producer._on_ask, sub1, held))
-                return checkpoint() if rounds == _FAIRNESS else None
-            counters.demand_in += held
+            if mailbox or producer.finishing or rounds == fairness:
+                mailbox.append((producer._on_ask, levels[0][0], held))
+                posted[0] += held
+                return checkpoint() if rounds == fairness else None
             if held > dispatcher._max:
                 dispatcher._max = held
             entry[0] += held
             demand = held
     finally:
         _release(levels, 0)
+        _flush(producer, levels, sent, count, asked, posted, unhandled)
+
+
+def _flush(
+    producer: Process,
+    levels: list[_Level],
+    sent: list[int],
+    count: list[int],
+    asked: list[int],
+    posted: list[int],
+    unhandled: list[int],
+) -> None:
+    """Add the loop's sums to the counters, as the messages would have counted."""
+    upstream = producer.counters
+    for i, level in enumerate(levels):
+        counters = level[3]
+        n = sent[i]
+        upstream.made += n
+        upstream.accepted += n
+        upstream.events_out += n
+        upstream.demand_in += asked[i] - posted[i]
+        counters.events_in += n
+        counters.handled += n - unhandled[i]
+        counters.batches += count[i]
+        counters.demand_out += asked[i]
+        upstream = counters
 
 
 def _release(levels: list[_Level], start: int) -> None:
@@ -268,13 +305,16 @@ def _park(proc: Process) -> None:
 
 
 def _unwind_slow(levels: list[_Level], i: int, asks: list[int], serving: Any = None) -> None:
-    """Finish the round the ordinary way from level ``i`` up: each level finishes its
-    batch, posts its ask (it waits in the mailbox above) and serves its own mailbox."""
+    """Finish the round the ordinary way from level ``i`` up: each level posts its ask
+    (it waits in the mailbox above) and serves its own mailbox. ``serving`` has made its
+    ask already and has mail to serve."""
     if serving is not None:
+        if asks[i]:
+            serving._ask_upstream(levels[i][0], asks[i])
         _park(serving)
+        i -= 1
     while i >= 0:
         sub, to, *_ = levels[i]
-        to.counters.batches += 1
         if asks[i]:
             to._ask_upstream(sub, asks[i])
         _park(to)
