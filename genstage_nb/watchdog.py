@@ -24,14 +24,13 @@ from typing import Any
 
 import anyio
 
+from .core import pump
 from .core.process import Process
-from .core.pump import pump
 from .core.stage import Stage
 
 log = logging.getLogger("genstage_nb")
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
-_PUMP_CODE = pump.__code__
 MAX_WARNINGS = 100  # older records are dropped; a soak run must not grow without bound
 
 
@@ -82,7 +81,7 @@ def blocking_stage(frame: FrameType | None) -> tuple[Stage, str, str] | None:
         frame = frame.f_back
     for i, f in enumerate(chain):
         code = f.f_code
-        if code is _PUMP_CODE and i > 0:
+        if code in pump.CODES and i > 0:
             obj = f.f_locals.get("at")  # the stage whose hook the fused loop is calling
         elif code.co_argcount and code.co_varnames[0] == "self":
             obj = f.f_locals.get("self")

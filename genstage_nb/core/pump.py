@@ -90,7 +90,7 @@ def chain(producer: Process) -> list[_Level] | None:
         proc = to
 
 
-_MAX_LEVELS = 32
+_MAX_LEVELS = 16  # the loop is written out per level (see _loop)
 
 
 def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
@@ -98,161 +98,254 @@ def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
     chain, round after round. Returns what ``Process._on_demand`` returns: None, or an
     awaitable for the producer's task.
 
-    The counters of the chain are kept in a few sums per level and added to the stages'
-    ``Counters`` when the loop ends (nothing reads them before: the metrics sampler is
-    a task of its own, and it runs when this loop has yielded).
+    The loop is written out for the chain's length (``_loop``): every level's state in
+    local variables, no loop over levels. The counters of the chain are kept in sums
+    per level and added to the stages' ``Counters`` when the loop ends (nothing reads
+    them before: the metrics sampler is a task of its own, and runs once this loop has
+    yielded).
     """
+    loop = _LOOPS.get(len(levels))
+    if loop is None:
+        loop = _LOOPS[len(levels)] = _loop(len(levels))
     for level in levels:
         level[1]._parked = False  # busy: posts to it wait in its mailbox
-    handle_demand = producer.stage.handle_demand
-    dispatcher = producer.dispatcher
-    entry = dispatcher._demands[0]
-    mailbox = producer.mailbox
-    k = len(levels)
-    asks = [0] * k  # the ask each level makes after its batch of this round
-    # Sums per level: events sent to it, batches it took, demand it asked (and of that,
-    # what went up as a message rather than straight), events it did not handle here.
-    sent = [0] * k
-    count = [0] * k
-    asked = [0] * k
-    posted = [0] * k
-    unhandled = [0] * k
-    rounds = 0
-    fairness = _FAIRNESS
-    try:
-        while True:
-            at = producer  # whose hook runs (the watchdog reads it: blocking_stage)
-            try:
-                events = handle_demand(demand)
-            except BaseException:
-                producer.current_hook = "handle_demand"
-                producer._demand_in_hand = demand
-                raise
-            if events.__class__ is not list:
-                _release(levels, 0)
-                producer.current_hook = "handle_demand"
-                producer._demand_in_hand = demand
-                if events is not None and isawaitable(events):
-                    return producer._handle_demand_async(events)
-                producer._demand_handled(events)
-                return None
-            n = len(events)
-            if not n:
-                return None
-            if n > entry[0]:
-                _release(levels, 0)
-                producer.counters.made += n
-                producer._dispatch(events)
-                return None
-            entry[0] -= n
+    return loop(producer, demand, levels)
 
-            # Down the chain: level i takes ``events`` (``n`` of them).
-            i = 0
-            while True:
-                sub, to, ds, _, handle, out, _, inbox = levels[i]
-                sent[i] += n
-                max_demand = ds.max_demand
-                min_demand = ds.min_demand
-                pending = ds.pending
-                if (
-                    inbox
-                    or n > pending
-                    or n > max_demand - min_demand
-                    or (out is not None and to.pc_demand <= 0)
-                ):
-                    # Not the simple case: the ordinary message from here on.
-                    unhandled[i] += n
-                    _release(levels, i)
-                    to.post(to._on_events, sub, events)
-                    return _unwind_slow(levels, i - 1, asks)
-                count[i] += 1
-                left = pending - n
-                if left <= min_demand:
-                    asks[i] = ask = max_demand - left
-                    ds.pending = max_demand
-                else:
-                    asks[i] = ask = 0
-                    ds.pending = left
-                at = to  # noqa: F841  (read by the watchdog)
-                try:
-                    result = handle(events)
-                    if result.__class__ is not list:
-                        if result is not None and isawaitable(result):
-                            unhandled[i] += n
-                            count[i] -= 1
-                            _release(levels, i + 1)
-                            batches = [(events, ask)]
-                            to.current = events
-                            to.current_hook = "handle_events"
-                            to._rest = (batches, 0)
-                            to._resume = to._consume_async(sub, batches, (0, result))
-                            to._wake()
-                            return _unwind_slow(levels, i - 1, asks)
-                        if out is not None:
-                            result = as_events(to.name, "handle_events", result)
-                except Exception as exc:
-                    unhandled[i] += n
-                    count[i] -= 1
-                    _release(levels, i + 1)
-                    to.current = events
-                    to.current_hook = "handle_events"
-                    to._batch_failed(sub, [(events, ask)], 0)
-                    to._inline_error = exc
-                    to._wake()
-                    return _unwind_slow(levels, i - 1, asks)
-                if out is None:
-                    break  # the consumer at the end
-                m = len(result)
-                if not m:
-                    break
-                if m > out[0]:
-                    # More than the next stage asked for: the dispatcher keeps the rest.
-                    _release(levels, i + 1)
-                    to.counters.made += m
-                    to._dispatch(result)
-                    return _unwind_slow(levels, i, asks)
-                out[0] -= m
-                pc_demand = to.pc_demand
-                to.pc_demand = pc_demand - m if pc_demand > m else 0
-                events = result
-                n = m
-                i += 1
 
-            # Back up: each level's ask goes to the level above.
-            held = 0
-            while i >= 0:
-                _, to, _, _, _, out, d, inbox = levels[i]
-                if inbox:
-                    if held:
-                        inbox.append((to._on_ask, levels[i + 1][0], held))
-                        posted[i + 1] += held
-                    _release(levels, i + 1)
-                    return _unwind_slow(levels, i, asks, to)
-                if held:
-                    # The ask of the level below, as _on_ask and _on_demand take it.
-                    if held > d._max:
-                        d._max = held
-                    out[0] += held
-                    to.pc_demand += held
-                held = asks[i]
-                if held:
-                    asked[i] += held
-                i -= 1
+_LOOPS: dict[int, Any] = {}
+#: The code of every loop made so far (the watchdog finds the hook they call by ``at``).
+CODES: set = set()
 
-            if not held:
-                return None
-            rounds += 1
-            if mailbox or producer.finishing or rounds == fairness:
-                mailbox.append((producer._on_ask, levels[0][0], held))
-                posted[0] += held
-                return checkpoint() if rounds == fairness else None
-            if held > dispatcher._max:
-                dispatcher._max = held
-            entry[0] += held
-            demand = held
-    finally:
-        _release(levels, 0)
-        _flush(producer, levels, sent, count, asked, posted, unhandled)
+
+def _loop(k: int) -> Any:
+    """The pump loop for a chain of ``k`` levels, written out level by level."""
+    r = range(k)
+    src = [
+        f"def pump_{k}(producer, demand, levels):",
+        "    ({},) = levels".format(", ".join(f"L{j}" for j in r)),
+    ]
+    for j in r:
+        src.append(f"    sub{j}, to{j}, ds{j}, _, handle{j}, out{j}, d{j}, inbox{j} = L{j}")
+        src.append(f"    sent{j} = count{j} = asked{j} = posted{j} = unhandled{j} = 0")
+    src += [
+        "    handle_demand = producer.stage.handle_demand",
+        "    dispatcher = producer.dispatcher",
+        "    entry = dispatcher._demands[0]",
+        "    mailbox = producer.mailbox",
+        "    rounds = 0",
+        "    try:",
+        "        while True:",
+        "            at = producer",
+        "            try:",
+        "                events = handle_demand(demand)",
+        "            except BaseException:",
+        "                producer.current_hook = 'handle_demand'",
+        "                producer._demand_in_hand = demand",
+        "                raise",
+        "            if events.__class__ is not list:",
+        "                return _not_a_list(producer, levels, demand, events)",
+        "            n = len(events)",
+        "            if not n:",
+        "                return None",
+        "            if n > entry[0]:",
+        "                _release(levels, 0)",
+        "                producer.counters.made += n",
+        "                producer._dispatch(events)",
+        "                return None",
+        "            entry[0] -= n",
+    ]
+
+    def level(j: int, pad: str) -> None:
+        asks = "({})".format("".join(f"ask{i}, " for i in range(j)))
+        asks_j = "({})".format("".join(f"ask{i}, " for i in range(j + 1)))
+        pc = j < k - 1
+        src.extend(
+            pad + line
+            for line in [
+                f"sent{j} += n",
+                f"max_demand = ds{j}.max_demand",
+                f"min_demand = ds{j}.min_demand",
+                f"pending = ds{j}.pending",
+                f"if inbox{j} or n > pending or n > max_demand - min_demand"
+                + (f" or to{j}.pc_demand <= 0:" if pc else ":"),
+                f"    unhandled{j} += n",
+                f"    return _receipt(levels, {j}, events, {asks})",
+                f"count{j} += 1",
+                "left = pending - n",
+                "if left <= min_demand:",
+                f"    ask{j} = max_demand - left",
+                f"    ds{j}.pending = max_demand",
+                "else:",
+                f"    ask{j} = 0",
+                f"    ds{j}.pending = left",
+                f"at = to{j}",
+                "try:",
+                f"    result = handle{j}(events)",
+                "    if result.__class__ is not list:",
+                "        if result is not None and isawaitable(result):",
+                f"            unhandled{j} += n",
+                f"            count{j} -= 1",
+                f"            return _hand_over(levels, {j}, events, ask{j}, result, {asks})",
+                f"        result = as_events(to{j}.name, 'handle_events', result)"
+                if pc
+                else "        pass",
+                "except Exception as exc:",
+                f"    unhandled{j} += n",
+                f"    count{j} -= 1",
+                f"    return _failed(levels, {j}, events, ask{j}, exc, {asks})",
+            ]
+        )
+        if pc:
+            src.extend(
+                pad + line
+                for line in [
+                    "m = len(result)",
+                    "if m:",
+                    f"    if m > out{j}[0]:",
+                    f"        return _dispatch(levels, {j}, result, {asks_j})",
+                    f"    out{j}[0] -= m",
+                    f"    pc_demand = to{j}.pc_demand",
+                    f"    to{j}.pc_demand = pc_demand - m if pc_demand > m else 0",
+                    "    events = result",
+                    "    n = m",
+                ]
+            )
+            level(j + 1, pad + "    ")
+            src.extend(pad + line for line in ["else:", "    held = 0"])
+        else:
+            src.append(pad + "held = 0")
+        # Back up: the ask of the level below, then this level's own ask.
+        src.extend(
+            pad + line
+            for line in [
+                f"if inbox{j}:",
+                "    if held:",
+                f"        inbox{j}.append((to{j}._on_ask, sub{j + 1}, held))"
+                if pc
+                else "        pass",
+                f"        posted{j + 1} += held" if pc else "        pass",
+                f"    return _mail(levels, {j}, {asks_j})",
+            ]
+        )
+        if pc:
+            src.extend(
+                pad + line
+                for line in [
+                    "if held:",
+                    f"    if held > d{j}._max:",
+                    f"        d{j}._max = held",
+                    f"    out{j}[0] += held",
+                    f"    to{j}.pc_demand += held",
+                ]
+            )
+        src.extend(pad + line for line in [f"held = ask{j}", "if held:", f"    asked{j} += held"])
+
+    level(0, "            ")
+    src += [
+        "            if not held:",
+        "                return None",
+        "            rounds += 1",
+        "            if mailbox or producer.finishing or rounds == FAIRNESS:",
+        "                mailbox.append((producer._on_ask, sub0, held))",
+        "                posted0 += held",
+        "                return checkpoint() if rounds == FAIRNESS else None",
+        "            if held > dispatcher._max:",
+        "                dispatcher._max = held",
+        "            entry[0] += held",
+        "            demand = held",
+        "    finally:",
+        "        _release(levels, 0)",
+    ]
+    for name in ("sent", "count", "asked", "posted", "unhandled"):
+        src.append(f"        {name} = (%s)" % "".join(f"{name}{j}, " for j in r))
+    src.append("        _flush(producer, levels, sent, count, asked, posted, unhandled)")
+    namespace = {
+        "__name__": __name__,  # a runtime frame, left out of logged tracebacks
+        "_not_a_list": _not_a_list,
+        "_receipt": _receipt,
+        "_hand_over": _hand_over,
+        "_failed": _failed,
+        "_dispatch": _dispatch,
+        "_mail": _mail,
+        "_release": _release,
+        "_flush": _flush,
+        "as_events": as_events,
+        "isawaitable": isawaitable,
+        "checkpoint": checkpoint,
+        "FAIRNESS": _FAIRNESS,
+    }
+    code = compile("\n".join(src) + "\n", f"<genstage_nb fused loop of {k}>", "exec")
+    exec(code, namespace)  # noqa: S102  (our own template, as dataclasses does)
+    fn = namespace[f"pump_{k}"]
+    CODES.add(fn.__code__)
+    return fn
+
+
+# The ordinary way, from wherever a round stands (the loop's exits).
+
+
+def _not_a_list(producer: Process, levels: list[_Level], demand: int, events: Any) -> Any:
+    """handle_demand returned something else than a list: as ``_handle_demand`` does."""
+    _release(levels, 0)
+    producer.current_hook = "handle_demand"
+    producer._demand_in_hand = demand
+    if events is not None and isawaitable(events):
+        return producer._handle_demand_async(events)
+    producer._demand_handled(events)
+    return None
+
+
+def _receipt(levels: list[_Level], j: int, events: list, asks: tuple) -> None:
+    """Level ``j`` cannot take ``events`` the simple way: post them."""
+    sub, to = levels[j][:2]
+    _release(levels, j)
+    to.post(to._on_events, sub, events)
+    return _unwind_slow(levels, j - 1, asks)
+
+
+def _hand_over(
+    levels: list[_Level], j: int, events: list, ask: int, pending: Any, asks: tuple
+) -> None:
+    """Level ``j``'s handle_events is async: its task awaits it, as after a message."""
+    sub, to = levels[j][:2]
+    _release(levels, j + 1)
+    batches = [(events, ask)]
+    to.current = events
+    to.current_hook = "handle_events"
+    to._rest = (batches, 0)
+    to._resume = to._consume_async(sub, batches, (0, pending))
+    to._wake()
+    return _unwind_slow(levels, j - 1, asks)
+
+
+def _failed(
+    levels: list[_Level], j: int, events: list, ask: int, exc: Exception, asks: tuple
+) -> None:
+    """Level ``j``'s handle_events raised: its task handles the failure."""
+    sub, to = levels[j][:2]
+    _release(levels, j + 1)
+    to.current = events
+    to.current_hook = "handle_events"
+    to._batch_failed(sub, [(events, ask)], 0)
+    to._inline_error = exc
+    to._wake()
+    return _unwind_slow(levels, j - 1, asks)
+
+
+def _dispatch(levels: list[_Level], j: int, events: list, asks: tuple) -> None:
+    """Level ``j`` made more than the next level asked for: its dispatcher keeps the
+    rest."""
+    to = levels[j][1]
+    _release(levels, j + 1)
+    to.counters.made += len(events)
+    to._dispatch(events)
+    return _unwind_slow(levels, j, asks)
+
+
+def _mail(levels: list[_Level], j: int, asks: tuple) -> None:
+    """Level ``j`` got mail during the round: it serves it after making its ask."""
+    _release(levels, j + 1)
+    return _unwind_slow(levels, j, asks, levels[j][1])
 
 
 def _flush(
@@ -304,7 +397,7 @@ def _park(proc: Process) -> None:
             proc._wake()
 
 
-def _unwind_slow(levels: list[_Level], i: int, asks: list[int], serving: Any = None) -> None:
+def _unwind_slow(levels: list[_Level], i: int, asks: tuple, serving: Any = None) -> None:
     """Finish the round the ordinary way from level ``i`` up: each level posts its ask
     (it waits in the mailbox above) and serves its own mailbox. ``serving`` has made its
     ask already and has mail to serve."""
