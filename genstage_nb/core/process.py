@@ -6,7 +6,8 @@ travel upstream, event lists and ends of stream travel downstream. A message is 
 without awaiting between messages unless a hook is ``async``, and parks on an event
 only when the mailbox is empty. So a batch costs a couple of task switches, not one per
 event, and every rule of the protocol lives in the pure state machines (``demand.py``,
-``buffer.py``, ``dispatchers.py``) this module calls.
+``buffer.py``, ``dispatchers.py``) this module calls. A chain of single-consumer links
+can skip the messages altogether while nothing else is afoot: see ``pump.py``.
 """
 
 from __future__ import annotations
