@@ -220,3 +220,26 @@ def test_w1_agrees_on_both_backends(backend, max_demand):
     fused = run(scenario, True, backend)
     assert fused == run(scenario, False, backend)
     assert fused[3] == list(range(1, 5001))
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_chain_at_max_demand_1_runs_without_a_message_per_event(backend, monkeypatch):
+    """The fused path is taken: the messages of 5000 events at max_demand 1 through
+    three links (an ask and a list per link and event on the message path) shrink to
+    a few per 256-round loop."""
+    from genstage_nb.core.process import Process
+
+    posts = []
+    post = Process.post
+
+    def counting_post(self, handler, a=None, b=None):
+        posts.append(getattr(handler, "__name__", handler))
+        return post(self, handler, a, b)
+
+    monkeypatch.setattr(Process, "post", counting_post)
+    events, *_ = run((5000, [], [(1, None)] * 3, ["plus", "same"]), True, backend)
+    assert events["sink"] == list(range(1, 5001))
+    assert len(posts) < 200, len(posts)
+    posts.clear()
+    run((5000, [], [(1, None)] * 3, ["plus", "same"]), False, backend)
+    assert len(posts) > 6 * 5000

@@ -186,6 +186,7 @@ def _loop(k: int) -> Any:
                 f"            unhandled{j} += n",
                 f"            count{j} -= 1",
                 f"            return _hand_over(levels, {j}, events, ask{j}, result, {asks})",
+                # (a consumer's result is not used)
                 f"        result = as_events(to{j}.name, 'handle_events', result)"
                 if pc
                 else "        pass",
@@ -211,32 +212,27 @@ def _loop(k: int) -> Any:
                 ]
             )
             level(j + 1, pad + "    ")
-            src.extend(pad + line for line in ["else:", "    held = 0"])
-        else:
-            src.append(pad + "held = 0")
-        # Back up: the ask of the level below, then this level's own ask.
-        src.extend(
-            pad + line
-            for line in [
-                f"if inbox{j}:",
-                "    if held:",
-                f"        inbox{j}.append((to{j}._on_ask, sub{j + 1}, held))"
-                if pc
-                else "        pass",
-                f"        posted{j + 1} += held" if pc else "        pass",
-                f"    return _mail(levels, {j}, {asks_j})",
-            ]
-        )
-        if pc:
+            # Back up: the ask of the level below (``held``), then this level's own.
             src.extend(
                 pad + line
                 for line in [
+                    "else:",
+                    "    held = 0",
+                    f"if inbox{j}:",
+                    "    if held:",
+                    f"        inbox{j}.append((to{j}._on_ask, sub{j + 1}, held))",
+                    f"        posted{j + 1} += held",
+                    f"    return _mail(levels, {j}, {asks_j})",
                     "if held:",
                     f"    if held > d{j}._max:",
                     f"        d{j}._max = held",
                     f"    out{j}[0] += held",
                     f"    to{j}.pc_demand += held",
                 ]
+            )
+        else:
+            src.extend(
+                pad + line for line in [f"if inbox{j}:", f"    return _mail(levels, {j}, {asks_j})"]
             )
         src.extend(pad + line for line in [f"held = ask{j}", "if held:", f"    asked{j} += held"])
 
