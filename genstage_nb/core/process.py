@@ -160,17 +160,21 @@ class Process:
             return
         self.mailbox.append((handler, a, b))
         if self._parked:
-            supervisor = self.supervisor
-            if self.inline and supervisor.depth < _MAX_DEPTH:
-                # The sync fast path: serve the message right here, in the sender's
-                # task, instead of waking this stage's task (a task switch per batch).
-                supervisor.depth += 1
-                try:
-                    self._serve_inline()
-                finally:
-                    supervisor.depth -= 1
-            else:
-                self._wake()
+            self._take_mail()
+
+    def _take_mail(self) -> None:
+        """Mail for this parked stage: serve it in the sender's task, or wake the task."""
+        supervisor = self.supervisor
+        if self.inline and supervisor.depth < _MAX_DEPTH:
+            # The sync fast path: serve the message right here, in the sender's task,
+            # instead of waking this stage's task (a task switch per batch).
+            supervisor.depth += 1
+            try:
+                self._serve_inline()
+            finally:
+                supervisor.depth -= 1
+        else:
+            self._wake()
 
     def _wake(self) -> None:
         wakeup = self._wakeup

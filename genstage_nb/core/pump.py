@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from anyio.lowlevel import checkpoint
 
 from .dispatchers import DemandDispatcher
-from .process import _FAIRNESS, _MAX_DEPTH, as_events
+from .process import _FAIRNESS, as_events
 
 if TYPE_CHECKING:
     from .process import Process
@@ -186,15 +186,13 @@ def _loop(k: int) -> Any:
                 "        if result is not None and isawaitable(result):",
                 f"            unhandled{j} += n",
                 f"            count{j} -= 1",
-                f"            return _hand_over(levels, {j}, events, ask{j}, result, {asks})",
+                f"            return _to_task(levels, {j}, events, ask{j}, {asks}, result)",
                 # (a consumer's result is not used)
-                f"        result = as_events(to{j}.name, 'handle_events', result)"
-                if pc
-                else "        pass",
+                *([f"        result = as_events(to{j}.name, 'handle_events', result)"] * pc),
                 "except Exception as exc:",
                 f"    unhandled{j} += n",
                 f"    count{j} -= 1",
-                f"    return _failed(levels, {j}, events, ask{j}, exc, {asks})",
+                f"    return _to_task(levels, {j}, events, ask{j}, {asks}, error=exc)",
             ]
         )
         if pc:
@@ -260,8 +258,7 @@ def _loop(k: int) -> Any:
         "__name__": __name__,  # a runtime frame, left out of logged tracebacks
         "_not_a_list": _not_a_list,
         "_receipt": _receipt,
-        "_hand_over": _hand_over,
-        "_failed": _failed,
+        "_to_task": _to_task,
         "_dispatch": _dispatch,
         "_mail": _mail,
         "_release": _release,
@@ -300,31 +297,28 @@ def _receipt(levels: list[_Level], j: int, events: list, asks: tuple) -> None:
     return _unwind_slow(levels, j - 1, asks)
 
 
-def _hand_over(
-    levels: list[_Level], j: int, events: list, ask: int, pending: Any, asks: tuple
+def _to_task(
+    levels: list[_Level],
+    j: int,
+    events: list,
+    ask: int,
+    asks: tuple,
+    pending: Any = None,
+    error: Exception | None = None,
 ) -> None:
-    """Level ``j``'s handle_events is async: its task awaits it, as after a message."""
+    """Level ``j``'s handle_events is async (``pending``) or raised (``error``): its own
+    task awaits it or handles the failure, as after a message served inline."""
     sub, to = levels[j][:2]
     _release(levels, j + 1)
     batches = [(events, ask)]
     to.current = events
     to.current_hook = "handle_events"
-    to._rest = (batches, 0)
-    to._resume = to._consume_async(sub, batches, (0, pending))
-    to._wake()
-    return _unwind_slow(levels, j - 1, asks)
-
-
-def _failed(
-    levels: list[_Level], j: int, events: list, ask: int, exc: Exception, asks: tuple
-) -> None:
-    """Level ``j``'s handle_events raised: its task handles the failure."""
-    sub, to = levels[j][:2]
-    _release(levels, j + 1)
-    to.current = events
-    to.current_hook = "handle_events"
-    to._batch_failed(sub, [(events, ask)], 0)
-    to._inline_error = exc
+    if error is None:
+        to._rest = (batches, 0)
+        to._resume = to._consume_async(sub, batches, (0, pending))
+    else:
+        to._batch_failed(sub, batches, 0)
+        to._inline_error = error
     to._wake()
     return _unwind_slow(levels, j - 1, asks)
 
@@ -348,11 +342,11 @@ def _mail(levels: list[_Level], j: int, asks: tuple) -> None:
 def _flush(
     producer: Process,
     levels: list[_Level],
-    sent: list[int],
-    count: list[int],
-    asked: list[int],
-    posted: list[int],
-    unhandled: list[int],
+    sent: tuple,
+    count: tuple,
+    asked: tuple,
+    posted: tuple,
+    unhandled: tuple,
 ) -> None:
     """Add the loop's sums to the counters, as the messages would have counted."""
     upstream = producer.counters
@@ -383,15 +377,7 @@ def _park(proc: Process) -> None:
         return
     proc._parked = True
     if proc.mailbox:
-        supervisor = proc.supervisor
-        if supervisor.depth < _MAX_DEPTH:
-            supervisor.depth += 1
-            try:
-                proc._serve_inline()
-            finally:
-                supervisor.depth -= 1
-        else:
-            proc._wake()
+        proc._take_mail()
 
 
 def _unwind_slow(levels: list[_Level], i: int, asks: tuple, serving: Any = None) -> None:
