@@ -308,6 +308,14 @@ class BroadcastDispatcher:
         return request
 
 
+class _NotAnIndex(Exception):
+    pass
+
+
+def _not_an_index(event: Any) -> None:
+    raise _NotAnIndex
+
+
 class _Partition:
     __slots__ = ("sub", "demand", "queue")
 
@@ -364,6 +372,11 @@ class PartitionDispatcher:
                 ) from None
             if not names:
                 raise ValueError("PartitionDispatcher: partitions must not be empty")
+            if None in names:
+                raise ValueError(
+                    "PartitionDispatcher: None cannot name a partition (a hash returns None "
+                    "to discard an event)"
+                )
             if len(set(names)) != len(names):
                 raise ValueError(
                     f"PartitionDispatcher: partition names must be unique, got {names!r}"
@@ -381,6 +394,8 @@ class PartitionDispatcher:
             hash = lambda event: names[event.__hash__() % size]  # noqa: E731
         self._hash = hash
         self._parts = {name: _Partition() for name in names}
+        self._by_index = names == list(range(len(names)))
+        self._not_indexes = [_not_an_index] * len(names)
         self._by_sub: dict[Any, _Partition] = {}
         self._waiting = 0
         self._pending = 0
@@ -435,35 +450,33 @@ class PartitionDispatcher:
         waiting = self._waiting
         if not waiting or not events:
             return [], events, 0
-        hash_fn = self._hash
-        parts = self._parts
-        buckets: dict[Any, list] = {}
-        discarded = 0
-        used = 0
-        index = 0
-        for event in events:
-            if used == waiting:
-                break
-            index += 1
-            partition = hash_fn(event)
-            if partition is None:
-                discarded += 1
-                continue
-            bucket = buckets.get(partition)
-            if bucket is None:
-                if partition not in parts:
-                    raise ValueError(
-                        f"hash returned unknown partition {partition!r} for event {event!r}; "
-                        f"the partitions are {self.names!r}"
-                    )
-                bucket = buckets[partition] = []
-            bucket.append(event)
-            used += 1
-        later = events[index:] if index < len(events) else []
+        n = len(events)
+        index = n if n <= waiting else waiting
+        now = events if index == n else events[:index]
+        dropped: list = []
+        buckets = self._sort_by_index(now) if self._by_index else None
+        if buckets is None:
+            buckets, appends = self._table()
+            appends[None] = dropped.append
+            self._sort(now, appends)
+            # A discarded event uses no demand: look further until `waiting` are kept.
+            while dropped and index < n and index - len(dropped) < waiting:
+                more = waiting - (index - len(dropped))
+                self._sort(events[index : index + more], appends)
+                index = min(index + more, n)
+        discarded = len(dropped)
         self.discarded += discarded
-        self._waiting = waiting - used
+        waiting -= index - discarded
+        self._waiting = waiting
+        # Beyond GenStage: a discarded event gives its demand back. The producer made it
+        # for a consumer that did not get it, so the producer is asked for another one
+        # (GenStage leaves that demand unmet, and a pipeline can stall on it).
+        extra = min(discarded, waiting) if discarded and index == n else 0
         deliveries: Deliveries = []
-        for partition, bucket in buckets.items():
+        parts = self._parts
+        for partition, bucket in buckets:
+            if not bucket:
+                continue
             part = parts[partition]
             demand = part.demand
             if part.queue or not demand:
@@ -475,7 +488,52 @@ class PartitionDispatcher:
                 part.demand = 0
                 deliveries.append((part.sub, bucket[:demand]))
                 part.queue.extend(bucket[demand:])
-        return deliveries, later, 0
+        return deliveries, events[index:] if index < n else [], extra
+
+    # Sorting events into partitions: the hash is called once per event, in a plain
+    # Python loop (a call from Python code is cheaper than one from map()), and the
+    # event is appended through a table of bound appends.
+
+    def _table(self) -> tuple[list[tuple[Any, list]], dict]:
+        buckets = [(name, []) for name in self.names]
+        return buckets, {name: bucket.append for name, bucket in buckets}
+
+    def _sort_by_index(self, events: list) -> list[tuple[Any, list]] | None:
+        """Partitions ``0 .. N-1``: the table is a list indexed by the hash (the
+        quickest lookup). Returns None, having switched to the dict table for good, at
+        the first hash that is not such an index (None, a discard, among them)."""
+        lists: list[list] = [[] for _ in self.names]
+        appends = [bucket.append for bucket in lists]
+        appends += self._not_indexes  # -N .. -1 land here, not on another partition
+        hash_fn = self._hash
+        try:
+            for event in events:
+                appends[hash_fn(event)](event)
+        except (TypeError, IndexError, _NotAnIndex) as exc:
+            tb = exc.__traceback__
+            if not isinstance(exc, _NotAnIndex) and tb is not None and tb.tb_next is not None:
+                raise  # raised inside the hash
+            self._by_index = False
+            return None
+        return list(zip(self.names, lists))
+
+    def _sort(self, events: list, appends: dict) -> None:
+        hash_fn = self._hash
+        event = None
+        try:
+            for event in events:
+                appends[hash_fn(event)](event)
+        except (KeyError, TypeError) as exc:
+            tb = exc.__traceback__
+            if tb is None or tb.tb_next is not None:
+                raise  # raised inside the hash
+            key = hash_fn(event)
+            if isinstance(key, Hashable) and key in appends:
+                raise
+            raise ValueError(
+                f"hash returned unknown partition {key!r} for event {event!r}; "
+                f"the partitions are {self.names!r}"
+            ) from None
 
     def buffered(self) -> int:
         return sum(len(p.queue) for p in self._parts.values())
