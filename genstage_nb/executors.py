@@ -30,8 +30,10 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **options: An
     ``Client`` for it (``client.close(); client.cluster.close()`` when done).
 
     Pass the client as a stage's ``executor=``; ``client.dashboard_link`` is Dask's own
-    dashboard, which ``Pipeline.dashboard()`` links beside ours. Other keywords go to
-    ``LocalCluster`` (e.g. ``memory_limit``).
+    dashboard, which ``Pipeline.dashboard()`` links beside ours. The scheduler, the
+    workers and the dashboard listen on 127.0.0.1 only (``host="127.0.0.1"``,
+    ``dashboard_address="127.0.0.1:0"``: pass other values to open them to the network).
+    Other keywords go to ``LocalCluster`` (e.g. ``memory_limit``).
 
     >>> import genstage_nb as gs
     >>> from genstage_nb.executors import local_cluster
@@ -43,7 +45,10 @@ def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, **options: An
         from distributed import Client, LocalCluster
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("local_cluster needs Dask: pip install 'genstage_nb[dask]'") from None
-    options.setdefault("dashboard_address", ":0")
+    # This machine only, unless told otherwise: ":0" would serve the scheduler and the
+    # dashboard (which shows the cluster's work) on every network interface.
+    options.setdefault("host", "127.0.0.1")
+    options.setdefault("dashboard_address", "127.0.0.1:0")
     options.setdefault("processes", True)
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **options)
     return Client(cluster)

@@ -237,6 +237,9 @@ CASES = {
     "stage-dispatcher": lambda: gs.Producer(name="numbers", dispatcher="broadcast"),
     "stage-executor": lambda: gs.producer_consumer(square, executor="pool"),
     "stage-concurrency": lambda: gs.producer_consumer(square, concurrency=0),
+    "stage-concurrency-sync": lambda: gs.Pipeline().add(
+        gs.producer_consumer(square, concurrency=4)
+    ),
     "executor-pickle": unpicklable_for_a_process_pool,
     "partition-count": lambda: gs.PartitionDispatcher(partitions=0),
     "partition-names": lambda: gs.PartitionDispatcher(partitions=["a", "a"]),
@@ -347,3 +350,16 @@ def test_what_the_user_sees(case, shell):
         text += "\n" + str(cause)
     assert kind == error, f"{case}: {kind} raised, the table says {error}"
     assert message in text, f"{case}: the table says {message!r}, the user sees {text!r}"
+
+
+def test_concurrency_above_one_on_an_async_hook_or_with_an_executor_is_accepted():
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def fetch(events):
+        return events
+
+    p = gs.Pipeline()
+    p.add(gs.producer_consumer(fetch, concurrency=4))
+    with ThreadPoolExecutor(2) as pool:
+        p.add(gs.producer_consumer(square, concurrency=4, executor=pool), name="threads")
+    assert list(p.stages) == ["fetch", "threads"]

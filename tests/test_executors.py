@@ -277,3 +277,31 @@ async def test_dask_dashboard_link_is_shown_beside_ours(dask_client):
     d = p.dashboard()
     assert dask_client.dashboard_link in d.warnings.value
     d.close()
+
+
+def test_local_cluster_listens_on_this_machine_only(dask_client):
+    scheduler = dask_client.cluster.scheduler
+    assert scheduler.address.startswith("tcp://127.0.0.1:")
+    bound = [sock.getsockname()[0] for sock in scheduler.http_server._sockets.values()]
+    assert bound and set(bound) == {"127.0.0.1"}  # the dashboard, not every interface
+    assert dask_client.dashboard_link.startswith("http://127.0.0.1:")
+    workers = dask_client.scheduler_info()["workers"]
+    assert all(address.startswith("tcp://127.0.0.1:") for address in workers)
+
+
+def test_local_cluster_keywords_override_the_loopback_defaults(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    seen = {}
+
+    class Cluster:
+        def __init__(self, **options):
+            seen.update(options)
+
+    monkeypatch.setattr(distributed, "LocalCluster", Cluster)
+    monkeypatch.setattr(distributed, "Client", lambda cluster: cluster)
+    from genstage_nb.executors import local_cluster
+
+    local_cluster(host="0.0.0.0", dashboard_address=":8787")
+    assert (seen["host"], seen["dashboard_address"]) == ("0.0.0.0", ":8787")
+    local_cluster()
+    assert (seen["host"], seen["dashboard_address"]) == ("127.0.0.1", "127.0.0.1:0")

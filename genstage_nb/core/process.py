@@ -27,7 +27,7 @@ from anyio.lowlevel import checkpoint
 
 from .buffer import Buffer
 from .errors import Failure
-from .remote import Job, check_picklable, submitter
+from .remote import Job, check_concurrency, check_picklable, submitter
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -143,6 +143,7 @@ class Process:
         self._inline_error: BaseException | None = None
         # Handlers on an executor (see core/remote.py).
         self.executor = getattr(stage, "executor", None)
+        check_concurrency(stage)
         if self.executor is not None:
             check_picklable(self.name, "handle_events", stage.handle_events, self.executor)
             self.concurrency: int = stage.concurrency
@@ -1000,7 +1001,14 @@ class Process:
 
     async def _on_info(self, message: Any, _: Any) -> None:
         self.current_hook = "handle_info"
-        await self._hook(self.stage.handle_info, message)
+        result = await self._hook(self.stage.handle_info, message)
+        if self.producing:
+            # GenStage's {:noreply, events, state}: events sent like handle_demand's
+            # (within demand, the rest buffered); a consumer's return value is ignored.
+            events = as_events(self.name, "handle_info", result)
+            if events:
+                self.counters.made += len(events)
+                self._dispatch(events)
         self.current_hook = ""
 
     async def _on_call(self, request: Any, reply: _Reply) -> None:

@@ -16,6 +16,7 @@ imported only to check a handler bound for a Dask cluster.
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import pickle
 from typing import Any
 
@@ -38,6 +39,29 @@ def check_executor(label: str, executor: Any, concurrency: Any) -> None:
             f"stage {label!r}: concurrency must be an int >= 1 (batches in flight), "
             f"got {concurrency!r}"
         )
+
+
+def check_concurrency(stage: Any) -> None:
+    """``concurrency > 1`` without an executor needs an ``async`` handle_events: a sync
+    hook runs on the event loop, one batch at a time, whatever ``concurrency`` says."""
+    concurrency = getattr(stage, "concurrency", 1)
+    if concurrency <= 1 or getattr(stage, "executor", None) is not None:
+        return
+    hook = getattr(stage, "handle_events", None)
+    if hook is None or _is_async(hook):
+        return
+    raise ValueError(
+        f"stage {stage.name!r}: concurrency={concurrency} needs an executor for a sync "
+        f"handle_events (it would run one batch at a time on the event loop): pass "
+        f"executor=ThreadPoolExecutor({concurrency}) to run {concurrency} batches at once, "
+        f"or make handle_events async"
+    )
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
+    )
 
 
 def needs_pickling(executor: Any) -> bool:

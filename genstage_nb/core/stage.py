@@ -225,7 +225,11 @@ class Stage:
         ``"unlinked"`` or the exception that failed the other stage."""
 
     def handle_info(self, message: Any) -> Any:
-        """A message sent with ``stage.send(message)``."""
+        """A message sent with ``stage.send(message)``.
+
+        A producer or producer-consumer may return events (an iterable, or None): they
+        are sent like ``handle_demand``'s, within demand, the rest buffered (GenStage's
+        ``{:noreply, events, state}``). A consumer's return value is ignored."""
         log.warning("stage %r has no handle_info; message dropped: %r", self._name, message)
 
     def handle_call(self, request: Any) -> Any:
