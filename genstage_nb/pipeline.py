@@ -263,6 +263,15 @@ class Pipeline:
             raise ValueError(f"{where}: a stage cannot subscribe to itself")
         if self._graph.has_edge(producer.name, consumer.name):
             raise ValueError(f"{where}: these stages are already linked")
+        if consumer.name in self._graph and nx.has_path(
+            self._graph, consumer.name, producer.name
+        ):
+            path = nx.shortest_path(self._graph, consumer.name, producer.name)
+            cycle = " -> ".join([*path, consumer.name])
+            raise ValueError(
+                f"{where}: this link would close the cycle {cycle}; links must not form a "
+                f"cycle (each stage would wait for the other's demand: a deadlock)"
+            )
         dispatcher = producer.dispatcher
         is_partition = isinstance(dispatcher, PartitionDispatcher)
         if is_partition:
@@ -372,6 +381,27 @@ class Pipeline:
         """
         if self._running and self._background is None:
             raise RuntimeError(f"{self._label}: already running")
+        self._check_consumers()
+        await self._run()
+
+    def _check_consumers(self) -> None:
+        """run() refuses producers without a consumer: nothing would ever ask them for
+        events, and (for a producer-consumer) nothing would drain its producers."""
+        lonely = [
+            f"{name!r} ({data['kind'].replace('_', '-')})"
+            for name, data in self._graph.nodes(data=True)
+            if data["kind"] in ("producer", "producer_consumer")
+            and self._graph.out_degree(name) == 0
+        ]
+        if lonely:
+            which = "has" if len(lonely) == 1 else "have"
+            raise ValueError(
+                f"{self._label}: {', '.join(lonely)} {which} no consumer, so run() would "
+                f"never end; link a consumer to each (p.link) or remove it. p.start() runs "
+                f"such a pipeline in the background, where you may link later"
+            )
+
+    async def _run(self) -> None:
         self._begin()
         self.metrics.reset()
         self.metrics.sample()
@@ -431,6 +461,9 @@ class Pipeline:
         self._running = False
         self.stopping = False
         self._background = None
+        for name, data in list(self._graph.nodes(data=True)):
+            if getattr(data["stage"], "_gs_one_run", False):
+                self._remove(name)  # a stream serves one run
         finished = self._finished
         if finished is not None:
             finished.set()
@@ -504,7 +537,7 @@ class Pipeline:
 
     async def _run_in_background(self) -> None:
         try:
-            await self.run()
+            await self._run()
         except KeyboardInterrupt:
             # The kernel was interrupted while a stage's hook ran: the pipeline is
             # stopped, the kernel carries on.

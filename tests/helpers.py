@@ -116,6 +116,13 @@ async def run_until(p: gs.Pipeline, *consumers: Forwarder, timeout: float = 10) 
         await p.stop(timeout=0)
 
 
+async def run_linking_later(p: gs.Pipeline) -> None:
+    """Run ``p`` although a producer has no consumer yet, for scenarios that link (or
+    open a stream) while it runs. ``run()`` refuses such a pipeline and ``start()``
+    allows it, but only on asyncio; this runs it on either backend."""
+    await p._run()
+
+
 async def live_tasks():
     """The tasks alive on the running loop (asyncio: the set; trio: how many)."""
     try:

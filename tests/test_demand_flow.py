@@ -6,7 +6,7 @@ import contextlib
 
 import anyio
 import pytest
-from helpers import Counter, Doubler, Forwarder, NothingProducer, run_until
+from helpers import Counter, Doubler, Forwarder, NothingProducer, run_linking_later, run_until
 
 import genstage_nb as gs
 
@@ -369,7 +369,7 @@ async def test_buffer_stores_events_when_there_is_no_demand():
     p.add(counter)
     c = Forwarder(until=lambda b: len(b) >= 4)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(p.run)
+        tg.start_soon(run_linking_later, p)
         counter.send(("queue", ["a", "b", "c"]))
         assert await counter.call(("queue", ["d", "e"])) == "queued"
         assert await counter.call("buffered") == 5
@@ -390,7 +390,7 @@ async def test_buffer_keeps_first_or_last_and_logs_the_drop_once(keep, first_bat
     p.add(producer, name="queue")
     c = Forwarder()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(p.run)
+        tg.start_soon(run_linking_later, p)
         await gs_checkpoint_via_call(producer)
         producer.emit(["a", "b", "c", "d", "e"])
         producer.emit(["f", "g", "h"])
@@ -409,7 +409,7 @@ async def test_buffer_may_be_unbounded():
     p.add(producer)
     c = Forwarder()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(p.run)
+        tg.start_soon(run_linking_later, p)
         await gs_checkpoint_via_call(producer)
         producer.emit(list("abcde"))
         producer.emit(list("fgh"))

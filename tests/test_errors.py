@@ -154,8 +154,27 @@ def start_without_a_loop():
     p.start()
 
 
+def a_cycle():
+    p = gs.Pipeline()
+    a = p.add(gs.producer_consumer(lambda events: events), name="a")
+    b = p.add(gs.producer_consumer(lambda events: events), name="b")
+    p.link(a, b)
+    p.link(b, a)
+
+
+def run_without_consumers():
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(10)), name="numbers")
+    p.link(src, p.add(gs.consumer(lambda events: None), name="sink"))
+    p.add(gs.from_iterable(range(10)), name="lonely")
+    p.link(src, p.add(gs.producer_consumer(lambda events: events), name="middle"))
+    p.run_sync()
+
+
 def run_while_running():
-    p, *_ = three_stages()
+    p, src, mid, sink = three_stages()
+    p.link(src, mid)
+    p.link(mid, sink)
 
     async def twice():
         async with anyio.create_task_group() as tg:
@@ -281,6 +300,7 @@ CASES = {
     )(*partitioned()),
     "link-partition-not-partitioned": lambda: link(partition=0),
     "link-selector-not-broadcast": lambda: link(selector=bool),
+    "link-cycle": lambda: a_cycle(),
     "unlink-not-a-subscription": lambda: gs.Pipeline().unlink("numbers"),
     "unlink-foreign": lambda: gs.Pipeline().unlink(link()),
     "tune-max-demand": lambda: link().tune(max_demand=0),
@@ -289,6 +309,7 @@ CASES = {
     "start-no-loop": start_without_a_loop,
     "run-sync-in-loop": run_sync_in_a_running_loop,
     "run-twice": run_while_running,
+    "run-no-consumer": run_without_consumers,
     "stop-timeout": lambda: gs.Pipeline().stop(timeout=-1),
     "hook-result": hook_returns_a_number,
     "hook-raises": handler_raises,
@@ -312,6 +333,12 @@ CASES = {
     "magic-pipeline-var": magic("sink --pipeline q", SINK),
     "magic-pipeline-type": magic("sink --pipeline not_a_pipeline", SINK),
     "magic-command": magic("begin --pipeline p"),
+    "magic-syntax-error": magic(
+        "sink --pipeline p", "def handle_events(events):\n    return [e for e in events\n"
+    ),
+    "magic-cell-raises": magic(
+        "sink --pipeline p", "def handle_events(events):\n    pass\nprint(undefined_name)\n"
+    ),
     "magic-consumer-subscribed": magic(
         "more --subscribe-to sink --pipeline p",
         SINK,

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import pytest
-from helpers import Counter, Doubler, Forwarder, live_tasks
+from helpers import Counter, Doubler, Forwarder, live_tasks, run_linking_later
 
 import genstage_nb as gs
 
@@ -647,7 +647,7 @@ async def test_stream_opened_while_running():
     p = gs.Pipeline()
     counter = p.add(Counter(limit=50))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(p.run)
+        tg.start_soon(run_linking_later, p)
         while p.status["counter"] != "running":
             await anyio.sleep(0)
         got = [e async for e in p.stream(counter, max_demand=10)]

@@ -8,7 +8,7 @@ import sys
 import anyio
 import matplotlib
 import pytest
-from helpers import Counter, Doubler, Forwarder
+from helpers import Counter, Doubler, Forwarder, run_linking_later
 from matplotlib.figure import Figure
 
 import genstage_nb as gs
@@ -76,7 +76,7 @@ def test_dropped_events_are_counted_in_the_metrics():
 
     async def main():
         async with anyio.create_task_group() as tg:
-            tg.start_soon(p.run)
+            tg.start_soon(run_linking_later, p)
             await anyio.sleep(0)
             src.emit(list(range(10)))
             await p.stop(timeout=0)

@@ -150,11 +150,13 @@ class Subscription:
             raise TypeError(f"{where}: n must be an int, got {n!r}")
         if n < 1:
             raise ValueError(f"{where}: n ({n}) must be at least 1")
-        self._demand.manual_ask(n)
-        if self._from is not None:
-            self._from.post_ask(self, n)
-        else:
+        producer = self._from
+        if producer is None:
             raise RuntimeError(f"{where}: the pipeline is not running")
+        self._demand.manual_ask(n)
+        # A manual ask passes the start gate like an automatic one (Pipeline._hold_ask).
+        if not producer.supervisor._hold_ask(producer, self, n):
+            producer.post_ask(self, n)
 
     def __repr__(self) -> str:
         return (

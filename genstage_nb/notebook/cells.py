@@ -87,20 +87,65 @@ def _bind(fn: Any, stage: Stage) -> Any:
     return fn
 
 
-def defined_names(cell: str) -> tuple[list[str], list[str]]:
-    """The functions and classes a cell defines at its top level."""
-    tree = ast.parse(cell)
+class CellCodeError(Exception):
+    """The cell's own code did not compile, or raised while its top level ran.
+
+    ``error`` is the user's exception; ``filename`` the name the cell was compiled
+    under, so that a traceback can start at the cell's own frame."""
+
+    def __init__(self, error: BaseException, filename: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.filename = filename
+
+
+def defined_names(tree: ast.Module) -> tuple[list[str], list[str], bool]:
+    """The functions and classes a cell defines at its top level, and whether its
+    ``handle_events`` returns a value (events, for a producer-consumer)."""
     functions = [
-        n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
     ]
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-    return functions, classes
+    returns = any(
+        isinstance(node, ast.Return) and node.value is not None
+        for fn in functions
+        if fn.name == "handle_events"
+        for node in _own_nodes(fn)
+    )
+    return [fn.name for fn in functions], classes, returns
 
 
-def cell_contents(name: str, cell: str, namespace: dict) -> tuple[dict[str, Any], type | None]:
-    """Run ``cell`` in ``namespace``; return the hooks it defined, or its stage class."""
-    functions, classes = defined_names(cell)
-    exec(compile(cell, f"<stage {name}>", "exec"), namespace)  # noqa: S102 - the user's cell
+def _own_nodes(fn: ast.AST) -> Any:
+    """The nodes of a function's body, not those of functions defined inside it."""
+    stack = list(ast.iter_child_nodes(fn))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def cell_contents(
+    name: str, cell: str, namespace: dict, filename: str | None = None, first_line: int = 1
+) -> tuple[dict[str, Any], type | None, bool]:
+    """Run ``cell`` in ``namespace``; return the hooks it defined (or its stage class)
+    and whether its ``handle_events`` returns events.
+
+    The cell is compiled as ``filename`` (default ``<stage NAME>``) with its first line
+    numbered ``first_line``, so errors point at the notebook cell's own lines. A syntax
+    error, or an exception raised by the cell's top level, comes as ``CellCodeError``.
+    """
+    filename = filename or f"<stage {name}>"
+    source = "\n" * (first_line - 1) + cell
+    try:
+        tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST)
+    except SyntaxError as exc:
+        raise CellCodeError(exc, filename) from None
+    functions, classes, returns = defined_names(tree)
+    try:
+        exec(compile(tree, filename, "exec"), namespace)  # noqa: S102 - the user's cell
+    except Exception as exc:
+        raise CellCodeError(exc, filename) from None
     stage_classes = [
         namespace[c]
         for c in classes
@@ -117,13 +162,13 @@ def cell_contents(name: str, cell: str, namespace: dict) -> tuple[dict[str, Any]
             raise CellError(
                 f"stage {name!r}: define either hook functions or one stage class, not both"
             )
-        return {}, stage_classes[0]
+        return {}, stage_classes[0], False
     if not hooks:
         raise CellError(
             f"stage {name!r}: the cell defines no hook; define handle_demand(demand) for a "
             f"producer or handle_events(events) for a consumer"
         )
-    return hooks, None
+    return hooks, None, returns
 
 
 def class_kind(cls: type) -> str:

@@ -108,7 +108,9 @@ class StageMagics(Magics):
                     f"stage {name!r}: unknown --subscribe-to name {producer!r} (stages: {known})"
                 )
         try:
-            hooks, cls = cells.cell_contents(name, cell, self.shell.user_ns)
+            hooks, cls, returns = cells.cell_contents(
+                name, cell, self.shell.user_ns, self._cell_file(line, cell), first_line=2
+            )
             current = p.stages.get(name)
             has_subscribers = current is not None and p.graph.out_degree(name) > 0
             if cls is not None:
@@ -136,12 +138,29 @@ class StageMagics(Magics):
                 stage = self._replace(p, current, cells.new_stage(name, kind, hooks, cls))
                 action = f"now a {kind}"
             self._subscribe(p, stage, producers, max_demand, min_demand, args.cancel)
+        except cells.CellCodeError as exc:
+            raise _as_cell_error(self.shell, exc) from None
         except CellError as exc:
             raise UsageError(str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise UsageError(f"stage {name!r}: {exc}") from None
         links = f", subscribed to {', '.join(producers)}" if producers else ""
-        print(f"stage {name!r} ({stage.kind}) {action}{links}")
+        note = ""
+        if args.kind is None and stage.kind == "consumer" and returns:
+            note = (
+                "; its handle_events returns events: it becomes a producer-consumer when a "
+                "stage subscribes to it (or give --kind producer_consumer)"
+            )
+        print(f"stage {name!r} ({stage.kind}) {action}{links}{note}")
+
+    def _cell_file(self, line: str, cell: str) -> str | None:
+        """The name IPython gives this cell's code ("Cell In[n]" in tracebacks), with
+        the cell's text in linecache, so errors and tracebacks show the cell's lines."""
+        compiler = getattr(self.shell, "compile", None)
+        if compiler is None or not hasattr(compiler, "cache"):
+            return None
+        raw = f"%%stage {line}\n{cell}"
+        return compiler.cache(raw, self.shell.execution_count, raw_code=raw)
 
     def _ensure_producer(self, p: Pipeline, name: str) -> None:
         """A consumer cell that gets a subscriber becomes a producer-consumer."""
@@ -254,6 +273,41 @@ class StageMagics(Magics):
                 p._remove(name)
         print("pipeline reset")
         return None
+
+
+class _CellCodeShown(Exception):
+    """An error of the cell's own code, shown as IPython shows it for any cell: a
+    syntax error with the cell's line and a caret, an exception with the cell's frames
+    only (IPython renders ``_render_traceback_``). Its class is named after the
+    original error (``SyntaxError``, ``NameError``, ...); ``.error`` is the original."""
+
+    error: BaseException
+    _stb: list[str]
+
+    def _render_traceback_(self) -> list[str]:
+        return self._stb
+
+
+_SHOWN: dict[type, type] = {}
+
+
+def _as_cell_error(shell: Any, failure: cells.CellCodeError) -> _CellCodeShown:
+    error = failure.error
+    kind = type(error)
+    if isinstance(error, SyntaxError):
+        stb = shell.SyntaxTB.structured_traceback(kind, error, [])
+    else:
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != failure.filename:
+            tb = tb.tb_next  # the frames of the magic that ran the cell are not the user's
+        stb = shell.InteractiveTB.structured_traceback(kind, error, tb)
+    cls = _SHOWN.get(kind)
+    if cls is None:
+        cls = _SHOWN[kind] = type(kind.__name__, (_CellCodeShown,), {})
+    shown = cls(str(error))
+    shown.error = error
+    shown._stb = stb
+    return shown
 
 
 def _relink(p: Pipeline, sub: Any, producer: Any, consumer: Any) -> None:
