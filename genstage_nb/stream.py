@@ -8,6 +8,7 @@ GenStage, whose stream is tied to the process that runs it). A stream serves one
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import deque
@@ -209,10 +210,9 @@ class EventStream:
         soon = self._soon
         if soon is None:
             return  # never ran: the sink leaves when a run reaches it
-        try:
+        # RuntimeError: the event loop has closed, there is no run left to unblock.
+        with contextlib.suppress(RuntimeError):
             soon(self._close)
-        except RuntimeError:
-            pass  # the event loop has closed: there is no run left to unblock
 
 
 def _call_soon() -> Callable[[Callable[[], None]], None] | None:

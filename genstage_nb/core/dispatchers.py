@@ -515,7 +515,7 @@ class PartitionDispatcher:
                 raise  # raised inside the hash
             self._by_index = False
             return None
-        return list(zip(self.names, lists))
+        return list(zip(self.names, lists, strict=True))
 
     def _sort(self, events: list, appends: dict) -> None:
         hash_fn = self._hash

@@ -15,7 +15,7 @@ to one of them waits in its mailbox. A round goes the ordinary way -- real messa
 the point where it stands -- as soon as anything else is afoot: a message waiting in a
 stage's mailbox, a list the consumer must split, events a stage has no demand for, an
 async hook, a failure. The loop then ends with that round, and so it does after
-``_FAIRNESS`` rounds (the task yields) or when the producer has mail or is finishing; its
+``FAIRNESS`` rounds (the task yields) or when the producer has mail or is finishing; its
 pending ask goes to the producer's mailbox as the message it would have been, and the
 next ask may start the loop again.
 """
@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.lowlevel import checkpoint
 
+from .counters import as_events
 from .dispatchers import DemandDispatcher
-from .process import _FAIRNESS, as_events
+from .mailbox import FAIRNESS
 
 if TYPE_CHECKING:
     from .process import Process
@@ -266,7 +267,7 @@ def _loop(k: int) -> Any:
         "as_events": as_events,
         "isawaitable": isawaitable,
         "checkpoint": checkpoint,
-        "FAIRNESS": _FAIRNESS,
+        "FAIRNESS": FAIRNESS,
     }
     code = compile("\n".join(src) + "\n", f"<genstage_nb fused loop of {k}>", "exec")
     exec(code, namespace)  # noqa: S102  (our own template, as dataclasses does)

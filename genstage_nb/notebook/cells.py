@@ -102,9 +102,7 @@ class CellCodeError(Exception):
 def defined_names(tree: ast.Module) -> tuple[list[str], list[str], bool]:
     """The functions and classes a cell defines at its top level, and whether its
     ``handle_events`` returns a value (events, for a producer-consumer)."""
-    functions = [
-        n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-    ]
+    functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
     returns = any(
         isinstance(node, ast.Return) and node.value is not None

@@ -1,0 +1,263 @@
+"""A stage's task from ``init`` to its end: restarts, failures, termination.
+
+``Lifecycle.main`` is the task of one stage for one run: it runs ``init``, serves the
+mailbox, and on a failure records it (the batch in hand, and if the stage fails for
+good every event it still holds) and restarts the stage within its intensity
+(``max_restarts`` in ``max_seconds``, OTP's rule) or tells the pipeline. Termination
+tells every linked stage why and accounts for every event left. Messages from outside
+(``send``/``call``, a stop request) are served here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import time
+import traceback
+from collections import deque
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any
+
+from .consuming import BATCHES, EVENTS, Consuming
+from .counters import as_events
+from .errors import Failure
+from .producing import Producing
+from .stage import Stage
+
+if TYPE_CHECKING:
+    from .mailbox import _Reply
+
+log = logging.getLogger("genstage_nb")
+
+
+class Lifecycle:
+    """The lifecycle role of ``Process``: the task, failures, restarts, the end."""
+
+    def _may_restart(self, restarts: deque[float]) -> bool:
+        stage = self.stage
+        if stage.restart == "temporary" or self.stopped:
+            return False
+        now = time.monotonic()
+        while restarts and now - restarts[0] > stage.max_seconds:
+            restarts.popleft()
+        if len(restarts) >= stage.max_restarts:
+            return False
+        restarts.append(now)
+        return True
+
+    def _record_failure(
+        self, exc: BaseException, restarted: bool, unhandled: list | None = None
+    ) -> None:
+        self.counters.failed += len(self.current)
+        failure = Failure(
+            self.name,
+            exc,
+            list(self.current),
+            hook=self.current_hook,
+            restarted=restarted,
+            unhandled=unhandled or [],
+        )
+        self.current = []
+        if not restarted:
+            self._final_failure = failure
+        self.supervisor._record_failure(self, failure)
+        log.error(
+            "stage %r failed in %s%s:\n%s",
+            self.name,
+            failure.hook or "a hook",
+            " (restarting)" if restarted else "",
+            _user_traceback(exc),
+        )
+
+    def _take_unhandled(self) -> list:
+        """Remove and return every event this stage holds but will never handle or send
+        (input first, then output), counting them."""
+        received: list = []
+        if self.executor is not None:
+            for job in (*self._sent, *self._waiting):
+                received.extend(job.batch)
+            self._sent.clear()
+            self._waiting.clear()
+        for handler, _a, b in self.mailbox:
+            func = getattr(handler, "__func__", None)
+            if func is Consuming._on_events:
+                received.extend(b)
+            elif func is Consuming._on_batches:
+                received.extend(e for batch, _ in b for e in batch)
+        kept = [
+            m
+            for m in self.mailbox
+            if getattr(m[0], "__func__", None) not in (Consuming._on_events, Consuming._on_batches)
+        ]
+        self.mailbox.clear()
+        self.mailbox.extend(kept)
+        for kind, _, payload in self.pc_queue:
+            if kind == EVENTS:
+                received.extend(payload)
+            elif kind == BATCHES:
+                received.extend(e for batch, _ in payload for e in batch)
+        self.pc_queue.clear()
+        made: list = []
+        if self.producing:
+            for kind, value in self.accumulated:
+                if kind == "dispatch":
+                    made.extend(value)
+            self.accumulated.clear()
+            made.extend(self.buffer.take_all())
+        made.extend(self._undispatched)
+        self._undispatched = []
+        self.counters.unhandled_in += len(received)
+        self.counters.unhandled_out += len(made)
+        return received + made
+
+    def _terminate(self, reason: Any) -> None:
+        """Stop serving and tell every linked stage why."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.stop_reason = reason
+        for sub in list(self.consumers):
+            sub._to.post(sub._to._on_cancel, sub, reason)
+        self.consumers.clear()
+        for sub in list(self.producers):
+            sub._from.post(sub._from._on_cancel_up, sub, reason)
+        self.producers.clear()
+        # Events still held will never be handled or sent: counted, and logged.
+        left = self._take_unhandled()
+        if left:
+            log.warning("stage %r stopped with %d events unhandled", self.name, len(left))
+        # Subscriptions and calls that came too late are answered as for a stopped stage.
+        late = list(self.mailbox)
+        self.mailbox.clear()
+        for handler, a, b in late:
+            self._dead_letter(handler, a, b)
+
+    def _dead_letter(self, handler: Any, a: Any, b: Any) -> None:
+        """A message for a stage that has stopped."""
+        func = getattr(handler, "__func__", None)
+        if func is Producing._on_subscribe:
+            # A consumer subscribed to a stage that has already ended.
+            sub = a
+            sub._to.post(sub._to._on_cancel, sub, self.stop_reason)
+        elif func is Consuming._on_events:
+            # Sent before the producer learnt that this stage stopped.
+            self.counters.unhandled_in += len(b)
+            if self._final_failure is not None:
+                self._final_failure.unhandled.extend(b)
+            else:
+                log.warning(
+                    "stage %r has stopped; %d events sent to it were not handled",
+                    self.name,
+                    len(b),
+                )
+        elif func is Lifecycle._on_call:
+            b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
+            b.event.set()
+
+    async def _hook(self, fn: Any, *args: Any) -> Any:
+        result = fn(*args)
+        if result is not None and result.__class__ is not list and isawaitable(result):
+            result = await result
+        return result
+
+    async def _on_info(self, message: Any, _: Any) -> None:
+        self.current_hook = "handle_info"
+        result = await self._hook(self.stage.handle_info, message)
+        if self.producing:
+            # GenStage's {:noreply, events, state}: events sent like handle_demand's
+            # (within demand, the rest buffered); a consumer's return value is ignored.
+            events = as_events(self.name, "handle_info", result)
+            if events:
+                self.counters.made += len(events)
+                self._dispatch(events)
+        self.current_hook = ""
+
+    async def _on_call(self, request: Any, reply: _Reply) -> None:
+        handle_call = self.stage.handle_call
+        self.current_hook = "handle_call"
+        try:
+            if getattr(handle_call, "__func__", None) is Stage.handle_call:
+                reply.error = NotImplementedError(
+                    f"stage {self.name!r} does not define handle_call"
+                )
+                return
+            reply.value = await self._hook(handle_call, request)
+        except Exception as exc:
+            reply.error = exc
+            raise
+        finally:
+            self.current_hook = ""
+            reply.event.set()
+
+    def request_stop(self) -> None:
+        """Pipeline.stop: a producer stops making events and finishes."""
+        self.post(self._on_stop_request)
+
+    async def _on_stop_request(self, _: Any, __: Any) -> None:
+        if self.kind == "producer":
+            self.finishing = True
+            self.accumulating = False
+            pending, self.accumulated = self.accumulated, []
+            for kind, value in pending:
+                if kind == "dispatch":
+                    self._dispatch(value)
+        elif not self.producers:
+            self._complete()
+
+
+#: Modules whose frames lead up to a hook (the runtime, and the executors and event
+#: loops it calls the hook through): left out of a failure's logged traceback.
+_RUNNER_MODULES = (
+    "genstage_nb.core",
+    "anyio",
+    "concurrent",
+    "asyncio",
+    "trio",
+    "outcome",
+    "distributed",
+)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of a hook's exception from the user's code on: the runtime's own
+    frames above the hook are left out (the exception itself keeps them all)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if not module.startswith(_RUNNER_MODULES):
+            break
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines).rstrip()
+
+
+def discard_unstarted(coro: Any) -> None:
+    """Close a coroutine that will never run, and the hook coroutines it was given,
+    without running any of their code (and without 'never awaited' warnings)."""
+    frame = getattr(coro, "cr_frame", None)
+    if frame is not None:
+        for value in frame.f_locals.values():
+            for item in value if isinstance(value, (tuple, list)) else (value,):
+                if inspect.iscoroutine(item):
+                    discard_unstarted(item)  # it may hold hook coroutines of its own
+    if inspect.iscoroutine(coro) and coro.cr_frame is not None:
+        _close_unstarted(coro)
+
+
+def _close_unstarted(coro: Any) -> None:
+    # Throwing into a coroutine that never started raises at its first line, so none
+    # of its body runs; a plain close() would warn that it was never awaited.
+    with contextlib.suppress(BaseException):  # GeneratorExit, or whatever it raised
+        coro.throw(GeneratorExit)
+    coro.close()
+
+
+def first_leaf(error: BaseException) -> BaseException:
+    exc = error
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+__all__ = ["Lifecycle", "discard_unstarted", "first_leaf"]

@@ -1,0 +1,222 @@
+"""The producer side of a stage: demand in, events out through the dispatcher.
+
+Asks from consumers go to the dispatcher, which answers with the demand to pass on;
+the buffer is served first, the rest of the demand goes to ``handle_demand`` (a
+producer-consumer instead takes its queued input, see ``consuming.py``). Events made
+go to the dispatcher; what nobody can take yet waits in the buffer. A producer whose
+chain can be driven in one loop hands the demand to ``pump.py``.
+
+Hot-path handlers are plain functions: they return None when all was done at once, or
+a coroutine to await when a hook turned out to be async.
+"""
+
+from __future__ import annotations
+
+import logging
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any
+
+from . import pump as _fused
+from .counters import as_events
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
+
+log = logging.getLogger("genstage_nb")
+
+
+class Producing:
+    """The producer role of ``Process`` (producers and producer-consumers)."""
+
+    async def _on_subscribe(self, sub: Subscription, _: Any) -> None:
+        self.current_hook = "handle_subscribe"
+        await self._hook(self.stage.handle_subscribe, sub)
+        self.current_hook = ""
+        self.consumers[sub] = None
+        self.dispatcher.subscribe(sub)
+
+    def _on_ask(self, sub: Subscription, n: int) -> Any:
+        if sub not in self.consumers:
+            return None
+        self.counters.demand_in += n
+        demand, deliveries = self.dispatcher.ask(sub, n)
+        if deliveries:
+            self._send(deliveries)
+        return self._on_demand(demand)
+
+    def _on_self_demand(self, demand: int, _: Any) -> Any:
+        return self._on_demand(demand)
+
+    def _on_demand(self, demand: int) -> Any:
+        """New demand for this producer (GenStage's handle_dispatcher_result).
+
+        The buffer is served first, as far as the dispatcher can send on (which may be
+        more than ``demand``: GenStage takes only ``demand`` and can leave buffered
+        events waiting while a consumer has demand); the rest of ``demand`` goes to
+        ``handle_demand`` (a producer-consumer instead handles its queued input).
+        """
+        if self.pc:
+            self.pc_demand += demand
+            self._take_from_buffer(max(self.pc_demand, self._ready()))
+            return self._take_pc_events()
+        if len(self.buffer):
+            ready = self._ready()
+            taken = self._take_from_buffer(demand if demand > ready else ready)
+            demand = demand - taken if demand > taken else 0
+        if demand > 0 and not self.finishing:
+            if self.accumulating:
+                self.accumulated.append(("demand", demand))
+            else:
+                if self.fusable and _fused.enabled:
+                    levels = _fused.chain(self)
+                    if levels:
+                        return _fused.pump(self, demand, levels)
+                    if levels is not None and self._wakeup is not None:
+                        # Served inline by a stage of the chain, which is at work: the
+                        # stage's own task drives the chain once that stage is done.
+                        return self._pump_later(demand)
+                return self._handle_demand(demand)
+        return None
+
+    async def _pump_later(self, demand: int) -> None:
+        levels = _fused.chain(self)
+        pending = _fused.pump(self, demand, levels) if levels else self._handle_demand(demand)
+        if pending is not None:
+            await pending
+
+    def _ready(self) -> int:
+        ready = getattr(self.dispatcher, "ready", None)
+        return ready() if ready is not None else 0
+
+    def _handle_demand(self, demand: int) -> Any:
+        self.current_hook = "handle_demand"
+        self._demand_in_hand = demand
+        result = self.stage.handle_demand(demand)
+        if result is not None and result.__class__ is not list and isawaitable(result):
+            return self._handle_demand_async(result)
+        self._demand_handled(result)
+        return None
+
+    async def _handle_demand_async(self, pending: Any) -> None:
+        self._demand_handled(await pending)
+
+    def _demand_handled(self, result: Any) -> None:
+        self.current_hook = ""
+        self._demand_in_hand = 0
+        events = as_events(self.name, "handle_demand", result)
+        if events:
+            self.counters.made += len(events)
+            self._dispatch(events)
+
+    def _take_from_buffer(self, n: int) -> int:
+        """Dispatch up to ``n`` buffered events; return how many were taken."""
+        if n <= 0 or not len(self.buffer):
+            return 0
+        events = self.buffer.take(n)
+        self._dispatch(events)
+        return len(events)
+
+    def emit(self, events: Any, hook: str) -> None:
+        events = as_events(self.name, hook, events)
+        if events:
+            self.counters.made += len(events)
+            self._dispatch(events)
+
+    def _dispatch(self, events: list) -> None:
+        """Hand events to the dispatcher; buffer what nobody can take yet."""
+        if self.accumulating and not self.pc:
+            self.accumulated.append(("dispatch", events))
+            return
+        try:
+            deliveries, leftover, extra = self.dispatcher.dispatch(events)
+        except Exception:
+            self._undispatched = events  # goes to the failure record
+            raise
+        counters = self.counters
+        counters.accepted += len(events) - len(leftover)
+        counters.discarded = self.dispatcher.discarded
+        if deliveries:
+            self._send(deliveries)
+        if self.pc:
+            sent = len(events) - len(leftover)
+            self.pc_demand = self.pc_demand - sent if self.pc_demand > sent else 0
+        if leftover:
+            dropped = self.buffer.store(leftover)
+            if dropped:
+                self.counters.dropped += dropped
+                log.warning(
+                    "stage %r discarded %d events from its buffer (buffer_size=%s, buffer_keep=%r)",
+                    self.name,
+                    dropped,
+                    self.buffer.size,
+                    self.buffer.keep,
+                )
+        if extra:
+            self.post(self._on_self_demand, extra)
+
+    def _send(self, deliveries: list) -> None:
+        counters = self.counters
+        for sub, events in deliveries:
+            n = len(events)
+            counters.events_out += n
+            to = sub._to
+            to.counters.events_in += n
+            to.post(to._on_events, sub, events)
+
+    async def _on_cancel_up(self, sub: Subscription, reason: Any) -> None:
+        """A consumer left (unlinked, stopped or failed)."""
+        if sub not in self.consumers:
+            return
+        del self.consumers[sub]
+        await self._hook(self.stage.handle_cancel, sub, reason)
+        demand = self.dispatcher.cancel(sub)
+        if demand:
+            more = self._on_demand(demand)
+            if more is not None:
+                await more
+
+    def finish(self) -> None:
+        self.finishing = True
+
+    def _check_finished(self) -> None:
+        if self.kind == "consumer":
+            return
+        if self.pc and self.pc_queue:
+            return
+        if len(self.buffer) or self.dispatcher.buffered():
+            return
+        if any(kind == "dispatch" for kind, _ in self.accumulated):
+            return
+        self._terminate("normal")
+
+    def buffered(self) -> int:
+        if not self.producing:
+            return 0
+        held = sum(len(e) for kind, e in self.accumulated if kind == "dispatch")
+        return len(self.buffer) + self.dispatcher.buffered() + held
+
+    def set_demand_mode(self, mode: str) -> None:
+        self.post(self._on_demand_mode, mode)
+
+    async def _on_demand_mode(self, mode: str, _: Any) -> None:
+        if mode == "accumulate":
+            self.accumulating = True
+            return
+        self.accumulating = False
+        pending, self.accumulated = self.accumulated, []
+        for kind, value in pending:
+            if kind == "dispatch":
+                self._dispatch(value)
+            else:
+                more = self._on_demand(value)
+                if more is not None:
+                    await more
+
+    def outstanding_demand(self) -> int:
+        """Demand asked of this stage by its consumers and not yet served."""
+        if not self.producing:
+            return 0
+        return sum(self.dispatcher.demand_of(sub) for sub in self.consumers)
+
+
+__all__ = ["Producing"]

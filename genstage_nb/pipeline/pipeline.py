@@ -1,0 +1,139 @@
+"""``Pipeline``: stages held as a networkx graph, linked, run and supervised.
+
+The class is thin: it holds the options and the state its roles share, and joins the
+roles, each a file of its own: ``graph.py`` (add, link, unlink), ``runner.py`` (run,
+start, stop, wait), ``supervision.py`` (what the stages' processes report) and
+``views.py`` (streams, plots, the graph, the dashboard).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import networkx as nx
+
+from ..core.errors import Failure, PipelineError
+from ..core.process import Process
+from ..core.subscription import Subscription
+from ..metrics import Metrics
+from ..watchdog import SlowHandler
+from .graph import GraphBuilding
+from .runner import Running
+from .supervision import Supervision
+from .views import Views
+
+ON_FAILURE = ("stop", "continue")
+
+
+def _check_seconds(option: str, value: Any, none_means: str) -> None:
+    """A Pipeline option that is a number of seconds > 0, or None."""
+    if value is not None and (
+        not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0
+    ):
+        raise ValueError(
+            f"Pipeline: {option} must be a number of seconds > 0 (or None: {none_means}), "
+            f"got {value!r}"
+        )
+
+
+class Pipeline(GraphBuilding, Running, Supervision, Views):
+    """A graph of stages, run as one unit.
+
+    >>> import genstage_nb as gs
+    >>> p = gs.Pipeline()
+    >>> src = p.add(gs.from_iterable(range(5)), name="numbers")
+    >>> dbl = p.add(gs.producer_consumer(lambda events: [2 * e for e in events]), name="double")
+    >>> out = []
+    >>> sink = p.add(gs.consumer(out.extend), name="sink")
+    >>> _ = p.link(src, dbl, max_demand=2)
+    >>> _ = p.link(dbl, sink)
+    >>> p.run_sync()
+    >>> out, p.status
+    ([0, 2, 4, 6, 8], {'numbers': 'done', 'double': 'done', 'sink': 'done'})
+
+    Options: ``name``; ``on_failure`` (``"stop"``: a stage that fails for good stops the
+    whole pipeline and ``run()`` raises ``PipelineError``; ``"continue"``: only its
+    subscribers react, by their cancel mode, and ``run()`` raises at the end);
+    ``metrics_interval`` (seconds between metric samples, default 0.25; ``None``
+    samples only at the start and the end of a run); ``slow_handler`` (seconds a stage
+    hook may hold the event loop before a ``SlowHandler`` warning names it in
+    ``warnings`` and in the log, default 1.0; ``None`` turns the watchdog off).
+
+    After a run: ``failures`` (stage name -> list of ``Failure``), ``error`` (the
+    ``PipelineError`` of the last run, or None) and ``warnings`` (``SlowHandler``
+    records, newest last).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        on_failure: str = "stop",
+        metrics_interval: float | None = 0.25,
+        slow_handler: float | None = 1.0,
+    ) -> None:
+        if on_failure not in ON_FAILURE:
+            raise ValueError(
+                f"Pipeline: on_failure must be 'stop' or 'continue', got {on_failure!r}"
+            )
+        _check_seconds("metrics_interval", metrics_interval, "no sampling")
+        _check_seconds("slow_handler", slow_handler, "no watchdog")
+        self.name = name
+        self.slow_handler = None if slow_handler is None else float(slow_handler)
+        self.warnings: list[SlowHandler] = []
+        self.on_failure = on_failure
+        self.metrics_interval = None if metrics_interval is None else float(metrics_interval)
+        self.metrics = Metrics(self)
+        self._graph = nx.DiGraph()
+        self._procs: dict[str, Process] = {}
+        self.failures: dict[str, list[Failure]] = {}
+        self.stopping = False
+        self.depth = 0  # how deep stages are serving each other inline (see Process.post)
+        # The start gate (see _hold_ask): stages still starting, and the asks held.
+        self._starting: set[Process] | None = None
+        self._held_asks: list[tuple[Process, Subscription, int]] = []
+        self._running = False
+        self._tg: Any = None
+        self._fatal: dict[str, BaseException] = {}
+        self._first_fatal: BaseException | None = None
+        self._interrupt: BaseException | None = None
+        self._alive = 0
+        self._ended: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._stop_timeout: float | None = 5.0
+        self._background: Any = None
+        self.error: PipelineError | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pipeline {self.name or ''} stages={len(self._procs)} "
+            f"links={self._graph.number_of_edges()} running={self._running}>"
+        )
+
+
+_default: Pipeline | None = None
+
+
+def default_pipeline() -> Pipeline:
+    """The pipeline that ``%%stage`` cells add to unless told otherwise (made on first
+    use; ``%pipeline reset`` replaces it).
+
+    >>> import genstage_nb as gs
+    >>> gs.default_pipeline() is gs.default_pipeline()
+    True
+    """
+    global _default
+    if _default is None:
+        _default = Pipeline("default")
+    return _default
+
+
+def reset_default_pipeline() -> Pipeline:
+    """Replace the default pipeline with a new, empty one and return it."""
+    global _default
+    _default = Pipeline("default")
+    return _default
+
+
+__all__ = ["ON_FAILURE", "Pipeline", "default_pipeline", "reset_default_pipeline"]

@@ -1,0 +1,318 @@
+"""Running a pipeline: ``run``, ``run_sync``, ``start`` in the background, ``stop``, ``wait``.
+
+``run()`` starts one task per stage in an anyio task group (with the metrics sampler
+and the watchdog beside them) and returns when every stage has stopped; ``start()``
+does the same in the background of a running asyncio loop (a notebook kernel). A new
+run starts from fresh runtime state; the stages keep theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import sniffio
+
+from ..core.errors import PipelineError
+from ..core.process import Process
+from ..watchdog import Watchdog
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from ..metrics import Metrics
+    from .pipeline import Pipeline
+
+
+class Running:
+    """The runner role of ``Pipeline``: run, start, stop, wait, status."""
+
+    _graph: nx.DiGraph
+    _procs: dict[str, Process]
+    metrics: Metrics
+    name: str | None
+
+    @property
+    def _label(self) -> str:
+        return "pipeline" if self.name is None else f"pipeline {self.name}"
+
+    @property
+    def running(self) -> bool:
+        """True from ``run()``/``start()`` until every stage has stopped."""
+        return self._running
+
+    @property
+    def status(self) -> dict[str, str]:
+        """Stage name -> ``"idle"``, ``"running"``, ``"done"``, ``"failed"`` or
+        ``"restarting"``."""
+        return {name: proc.status for name, proc in self._procs.items()}
+
+    async def run(self) -> None:
+        """Run every stage until all have stopped; raise ``PipelineError`` if any stage
+        failed for good.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(gs.from_iterable("ab")), p.add(gs.consumer(out.extend)))
+        >>> async def main():
+        ...     await p.run()
+        >>> anyio.run(main); out
+        ['a', 'b']
+        """
+        if self._running and self._background is None:
+            raise RuntimeError(f"{self._label}: already running")
+        self._check_consumers()
+        await self._run()
+
+    def _check_consumers(self) -> None:
+        """run() refuses producers without a consumer: nothing would ever ask them for
+        events, and (for a producer-consumer) nothing would drain its producers."""
+        lonely = [
+            f"{name!r} ({data['kind'].replace('_', '-')})"
+            for name, data in self._graph.nodes(data=True)
+            if data["kind"] in ("producer", "producer_consumer")
+            and self._graph.out_degree(name) == 0
+        ]
+        if lonely:
+            which = "has" if len(lonely) == 1 else "have"
+            raise ValueError(
+                f"{self._label}: {', '.join(lonely)} {which} no consumer, so run() would "
+                f"never end; link a consumer to each (p.link) or remove it. p.start() runs "
+                f"such a pipeline in the background, where you may link later"
+            )
+
+    async def _run(self) -> None:
+        self._begin()
+        self.metrics.reset()
+        self.metrics.sample()
+        watchdog = None if self.slow_handler is None else Watchdog(self, self.slow_handler)
+        if watchdog is not None:
+            watchdog.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._starting = set(self._procs.values()) or None
+                self._held_asks = []
+                for name, proc in list(self._procs.items()):
+                    tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
+                if self.stopping:
+                    tg.start_soon(self._stop_within, self._stop_timeout)
+                if self.metrics_interval is not None:
+                    tg.start_soon(self.metrics.run, self.metrics_interval, self._ended)
+                if watchdog is not None:
+                    tg.start_soon(watchdog.beat, self._ended)
+        except BaseExceptionGroup as group:
+            # An interrupt that reached the task group itself: raise it plainly.
+            interrupt = group.subgroup((KeyboardInterrupt, SystemExit))
+            if interrupt is None:
+                raise
+            while isinstance(interrupt, BaseExceptionGroup):
+                interrupt = interrupt.exceptions[0]
+            raise interrupt from None
+        finally:
+            self._starting = None
+            self._held_asks = []
+            if watchdog is not None:
+                watchdog.stop()
+            self.metrics.sample()
+            self._end()
+        if self._interrupt is not None:
+            raise self._interrupt
+        if self._fatal:
+            self.error = PipelineError(self._fatal)
+            raise self.error from self._first_fatal
+
+    def _begin(self) -> None:
+        if any(p.running or p.stopped for p in self._procs.values()):
+            self._fresh_processes()
+        self._running = True
+        self._fatal = {}
+        self._first_fatal = None
+        self._interrupt = None
+        self.error = None
+        self._alive = len(self._procs)
+        self._ended = anyio.Event()
+        self._finished = anyio.Event()
+        if not self._alive:
+            self._ended.set()
+
+    def _end(self) -> None:
+        self._tg = None
+        self._running = False
+        self.stopping = False
+        self._background = None
+        for name, data in list(self._graph.nodes(data=True)):
+            if getattr(data["stage"], "_gs_one_run", False):
+                self._remove(name)  # a stream serves one run
+        finished = self._finished
+        if finished is not None:
+            finished.set()
+
+    def _fresh_processes(self) -> None:
+        """A new run starts from new runtime state (stage objects keep theirs)."""
+        for name, data in self._graph.nodes(data=True):
+            proc = self._procs[name] = Process(data["stage"], self)
+            data["stage"]._process = proc
+        for sub in self.subscriptions:
+            sub._demand.pending = 0
+            sub._demand.manual = False
+            self._wire(sub)
+
+    def run_sync(self, backend: str = "asyncio") -> None:
+        """Run to completion from synchronous code (``anyio.run`` under the hood).
+
+        For scripts and tests; ``backend`` is ``"asyncio"`` or ``"trio"``. Inside a
+        running event loop (a notebook cell, async code) use ``await p.run()``, or
+        ``p.start()`` to run in the background.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(gs.from_iterable(range(3))), p.add(gs.consumer(out.extend)))
+        >>> p.run_sync(backend="trio"); out
+        [0, 1, 2]
+        """
+        try:
+            running = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            running = None
+        if running is not None:
+            raise RuntimeError(
+                f"{self._label}: run_sync() cannot run inside a running {running} event "
+                "loop (a notebook cell or async code): use 'await p.run()', or p.start() "
+                "to run in the background"
+            )
+        anyio.run(self.run, backend=backend)
+
+    def start(self) -> Pipeline:
+        """Run in the background of the running asyncio loop and return at once.
+
+        For notebooks: the kernel's loop keeps running the pipeline while the user
+        works. Use ``await p.wait()`` or ``p.stop()`` later.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(); out = []
+        >>> _ = p.link(p.add(gs.from_iterable(range(3))), p.add(gs.consumer(out.extend)))
+        >>> async def cell():  # what a notebook cell does
+        ...     p.start()          # returns at once
+        ...     await p.wait()
+        >>> anyio.run(cell); out
+        [0, 1, 2]
+        """
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Pipeline.start() needs a running asyncio event loop (as in a notebook); "
+                "in a script use run_sync(), or await run() in a task group"
+            ) from None
+        if self._running:
+            raise RuntimeError("Pipeline.start(): the pipeline is already running")
+        if any(p.running or p.stopped for p in self._procs.values()):
+            self._fresh_processes()
+        self._running = True
+        self._background = loop.create_task(self._run_in_background())
+        return self
+
+    async def _run_in_background(self) -> None:
+        try:
+            await self._run()
+        except KeyboardInterrupt:
+            # The kernel was interrupted while a stage's hook ran: the pipeline is
+            # stopped, the kernel carries on.
+            print(
+                f"genstage_nb: {self._label} interrupted: every stage stopped",
+                file=sys.stderr,
+            )
+        except PipelineError as exc:
+            # Nobody awaits a background run: say it here (in a notebook, stderr shows
+            # in the cell output; the tracebacks were logged as each stage failed).
+            print(
+                f"genstage_nb: {self._label} stopped: {exc} "
+                f"(tracebacks above; details in .failures)",
+                file=sys.stderr,
+            )
+
+    def stop(self, timeout: float | None = 5.0) -> _Stopping:
+        """Stop gracefully: producers stop making events, what they made is delivered
+        as far as demand allows within ``timeout`` seconds, then every stage is
+        cancelled. Returns at once; ``await p.stop()`` waits until it has stopped.
+        Stopping twice is harmless.
+
+        >>> import itertools, anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(); seen = []
+        >>> _ = p.link(p.add(gs.from_iterable(itertools.count())), p.add(gs.consumer(seen.extend)))
+        >>> async def main():
+        ...     p.start()
+        ...     await anyio.sleep(0.01)
+        ...     await p.stop()
+        >>> anyio.run(main)
+        >>> p.status, seen == list(range(len(seen)))
+        ({'from_iterable': 'done', 'extend': 'done'}, True)
+        """
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
+        ):
+            raise ValueError(f"stop: timeout must be a number of seconds >= 0, got {timeout!r}")
+        if self._running and not self.stopping:
+            self.stopping = True
+            self._stop_timeout = timeout
+            for proc in self._procs.values():
+                proc.request_stop()
+            if self._tg is not None:
+                self._tg.start_soon(self._stop_within, timeout)
+        return _Stopping(self)
+
+    async def _stop_within(self, timeout: float | None) -> None:
+        with anyio.move_on_after(timeout):
+            await self._ended.wait()
+        if self._tg is not None and self._alive:
+            self._tg.cancel_scope.cancel()
+
+    async def wait(self) -> None:
+        """Wait until the pipeline has stopped; raise ``PipelineError`` if it failed.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([0]))
+        >>> _ = p.link(src, p.add(gs.consumer(lambda e: 1 / e[0], name="inv")))
+        >>> async def cell():
+        ...     p.start()
+        ...     try:
+        ...         await p.wait()
+        ...     except gs.PipelineError as error:
+        ...         print(error)
+        >>> anyio.run(cell)
+        stage 'inv' failed: ZeroDivisionError: division by zero
+        """
+        if self._background is not None:
+            await self._background
+        elif self._running and self._finished is not None:
+            await self._finished.wait()
+        if self.error is not None:
+            raise self.error
+
+
+class _Stopping:
+    """What ``Pipeline.stop()`` returns: awaiting it waits until the pipeline stopped."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        p = self._pipeline
+        if p._background is not None:
+            with contextlib.suppress(PipelineError):
+                await p._background
+        elif p._running and p._finished is not None:
+            await p._finished.wait()
+
+
+__all__ = ["Running"]

@@ -1,0 +1,100 @@
+"""What a pipeline shows of itself: streams of events, plots, the graph, the dashboard.
+
+Each face imports what it draws with only when it is asked for (matplotlib, ipywidgets),
+so that importing genstage_nb stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from ..core.process import Process
+    from ..core.stage import Stage
+    from ..metrics import Metrics
+
+
+class Views:
+    """The faces of ``Pipeline``: stream, plot, draw, dashboard."""
+
+    _graph: nx.DiGraph
+    _procs: dict[str, Process]
+    metrics: Metrics
+
+    def stream(self, stage: Stage | str, *, max_demand: int = 1000) -> Any:
+        """An async iterator over the events ``stage`` emits (GenStage.stream).
+
+        It subscribes to ``stage`` like a consumer, asking ``max_demand`` events at a
+        time as you iterate; it ends when the stage finishes. Open it before or while
+        the pipeline runs, and iterate while it runs.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> sq = p.add(gs.producer_consumer(lambda events: [e * e for e in events]), name="sq")
+        >>> _ = p.link(p.add(gs.from_iterable(range(4))), sq)
+        >>> async def main():
+        ...     events = p.stream("sq", max_demand=2)
+        ...     async with anyio.create_task_group() as tg:
+        ...         tg.start_soon(p.run)
+        ...         return [e async for e in events]
+        >>> anyio.run(main)
+        [0, 1, 4, 9]
+        """
+        from ..stream import EventStream
+
+        return EventStream(self, self._stage("stream", stage), max_demand)
+
+    def plot(self) -> Any:
+        """A matplotlib Figure: throughput, buffer size and outstanding demand over
+        time, one line per stage (same colour in every panel). Never calls plt.show.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable(range(100))), p.add(gs.consumer(len)))
+        >>> p.run_sync()
+        >>> fig = p.plot(); [ax.get_title() for ax in fig.axes]
+        ['Throughput', 'Buffer size', 'Outstanding demand']
+        >>> fig.savefig("metrics.png")  # doctest: +SKIP
+        """
+        from ..plotting import plot_metrics
+
+        return plot_metrics(self.metrics.frame(), list(self._procs))
+
+    def draw(self) -> Any:
+        """A matplotlib Figure of the graph, left to right by topological generation:
+        nodes coloured by kind (a failed stage in red), edges labelled with
+        max_demand.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([1]), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> p.draw()  # doctest: +ELLIPSIS
+        <Figure size ... with 1 Axes>
+        """
+        from ..plotting import draw_graph
+
+        return draw_graph(self._graph, self.status)
+
+    def dashboard(self, refresh: float = 1.0) -> Any:
+        """An ipywidgets dashboard: start/stop buttons, a status table, a slider per
+        subscription bound live to its ``max_demand`` (and ``min_demand``), and the
+        metrics plots, refreshed every ``refresh`` seconds while the pipeline runs.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable([1]), name="src")
+        >>> _ = p.link(src, p.add(gs.consumer(len), name="sink"))
+        >>> dash = p.dashboard()  # the last value of a notebook cell: it shows itself
+        >>> [s.max_slider.description for s in dash.sliders]
+        ['src → sink']
+        >>> dash.close()
+        """
+        from ..notebook.dashboard import Dashboard
+
+        return Dashboard(self, refresh=refresh)
+
+
+__all__ = ["Views"]
