@@ -33,6 +33,8 @@ def test_the_docs_site_builds_strict(tmp_path):
     assert len(tutorials) == 6, tutorials
     api = (tmp_path / "api" / "index.html").read_text()
     assert 'id="genstage_nb.Pipeline"' in api
+    for member in ("link", "run", "stream", "dashboard"):  # from its role classes
+        assert f'id="genstage_nb.Pipeline.{member}"' in api
     assert '<span class="gp">&gt;&gt;&gt; </span>' in api  # examples are code blocks
 
 

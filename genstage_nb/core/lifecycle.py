@@ -1,11 +1,12 @@
-"""A stage's task from ``init`` to its end: restarts, failures, termination.
+"""A stage's failures, restarts and end, and the messages from outside.
 
-``Lifecycle.main`` is the task of one stage for one run: it runs ``init``, serves the
-mailbox, and on a failure records it (the batch in hand, and if the stage fails for
-good every event it still holds) and restarts the stage within its intensity
-(``max_restarts`` in ``max_seconds``, OTP's rule) or tells the pipeline. Termination
-tells every linked stage why and accounts for every event left. Messages from outside
-(``send``/``call``, a stop request) are served here too.
+``Process.main`` (the task of one stage for one run) calls on this role when a hook
+fails: the failure is recorded (the batch in hand and, if the stage fails for good,
+every event it still holds), and the stage restarts within its intensity
+(``max_restarts`` in ``max_seconds``, OTP's rule) or the pipeline is told. Termination
+tells every linked stage why and accounts for every event left; a message for a stage
+that has stopped is answered as such. Messages from outside (``send``/``call``, a stop
+request) are served here too.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The runtime of one stage for one run: a ``Process``, wired from its roles.
 
-Each role is a file of its own, and ``Process`` is the thin class that joins them and
-holds the state they share:
+Each role is a file of its own, and ``Process`` is the thin class that joins them,
+holds the state they share and runs the stage's task (``main``: ``init``, serve the
+mailbox, restart on a failure if allowed):
 
 - ``mailbox.py``: posting, serving inline (the sync fast path), the serving loop;
-- ``lifecycle.py``: the task from ``init`` to its end, failures, restarts, termination;
+- ``lifecycle.py``: failures, restarts, termination, messages from outside;
 - ``producing.py``: demand in, events out through the dispatcher and the buffer
   (``pump.py`` drives a chain of single-consumer links in one loop);
 - ``consuming.py``: subscriptions, batches, asks upstream, the producer-consumer queue;

@@ -22,6 +22,7 @@ next ask may start the loop again.
 
 from __future__ import annotations
 
+import linecache
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
@@ -120,7 +121,35 @@ CODES: set = set()
 
 
 def _loop(k: int) -> Any:
-    """The pump loop for a chain of ``k`` levels, written out level by level."""
+    """The pump loop for a chain of ``k`` levels: its source compiled under a name that
+    tracebacks show (and in linecache, so they show its lines too)."""
+    text = loop_source(k)
+    filename = f"<genstage_nb fused loop of {k}>"
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    namespace = {
+        "__name__": __name__,  # a runtime frame, left out of logged tracebacks
+        "_not_a_list": _not_a_list,
+        "_receipt": _receipt,
+        "_to_task": _to_task,
+        "_dispatch": _dispatch,
+        "_mail": _mail,
+        "_release": _release,
+        "_flush": _flush,
+        "as_events": as_events,
+        "isawaitable": isawaitable,
+        "checkpoint": checkpoint,
+        "FAIRNESS": FAIRNESS,
+    }
+    exec(compile(text, filename, "exec"), namespace)  # noqa: S102  (our template, as dataclasses does)
+    fn = namespace[f"pump_{k}"]
+    CODES.add(fn.__code__)
+    return fn
+
+
+def loop_source(k: int) -> str:
+    """The source of the pump loop for a chain of ``k`` levels (links), written out
+    level by level: locals per level, no loop over levels. docs/architecture.md shows
+    it for a three-stage chain (``k=2``)."""
     r = range(k)
     src = [
         f"def pump_{k}(producer, demand, levels):",
@@ -255,25 +284,7 @@ def _loop(k: int) -> Any:
     for name in ("sent", "count", "asked", "posted", "unhandled"):
         src.append(f"        {name} = (%s)" % "".join(f"{name}{j}, " for j in r))
     src.append("        _flush(producer, levels, sent, count, asked, posted, unhandled)")
-    namespace = {
-        "__name__": __name__,  # a runtime frame, left out of logged tracebacks
-        "_not_a_list": _not_a_list,
-        "_receipt": _receipt,
-        "_to_task": _to_task,
-        "_dispatch": _dispatch,
-        "_mail": _mail,
-        "_release": _release,
-        "_flush": _flush,
-        "as_events": as_events,
-        "isawaitable": isawaitable,
-        "checkpoint": checkpoint,
-        "FAIRNESS": FAIRNESS,
-    }
-    code = compile("\n".join(src) + "\n", f"<genstage_nb fused loop of {k}>", "exec")
-    exec(code, namespace)  # noqa: S102  (our own template, as dataclasses does)
-    fn = namespace[f"pump_{k}"]
-    CODES.add(fn.__code__)
-    return fn
+    return "\n".join(src) + "\n"
 
 
 # The ordinary way, from wherever a round stands (the loop's exits).

@@ -1,0 +1,146 @@
+"""The architecture holds: the layers (import-linter contracts), no module-level import
+cycles, small files, and docs/architecture.md shows the fused loop as it is generated."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "genstage_nb"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The genstage_nb modules ``path`` imports when it is imported: top-level imports
+    (and those in top-level if/try blocks), not those inside functions or classes, nor
+    those under ``if TYPE_CHECKING``."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(statements):
+        for node in statements:
+            if isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("genstage_nb"))
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if not target.startswith("genstage_nb"):
+                    continue
+                found.add(target)
+                for alias in node.names:  # `from . import pump` imports a module
+                    candidate = f"{target}.{alias.name}"
+                    if modules_by_name().get(candidate):
+                        found.add(candidate)
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+_MODULES: dict[str, Path] = {}
+
+
+def modules_by_name() -> dict[str, Path]:
+    if not _MODULES:
+        for path in PACKAGE.rglob("*.py"):
+            _MODULES[module_name(path)] = path
+    return _MODULES
+
+
+def import_graph() -> nx.DiGraph:
+    graph = nx.DiGraph()
+    for name, path in modules_by_name().items():
+        graph.add_node(name)
+        for target in module_level_imports(path):
+            # Importing a.b.c imports a and a.b too: count the module itself.
+            if target in modules_by_name() and target != name:
+                graph.add_edge(name, target)
+    return graph
+
+
+def test_no_two_modules_import_each_other_at_module_level():
+    cycles = list(nx.simple_cycles(import_graph()))
+    assert cycles == [], cycles
+
+
+def test_the_import_graph_sees_the_runtime_imports():
+    # The check above would be empty if the parser found nothing: it finds these.
+    graph = import_graph()
+    assert graph.has_edge("genstage_nb.core.process", "genstage_nb.core.mailbox")
+    assert graph.has_edge("genstage_nb.core.producing", "genstage_nb.core.pump")
+    assert graph.has_edge("genstage_nb.pipeline.pipeline", "genstage_nb.pipeline.graph")
+    assert graph.has_edge("genstage_nb.notebook.magics", "genstage_nb.pipeline")
+
+
+def test_the_pipeline_imports_no_notebook_module_at_module_level():
+    graph = import_graph()
+    pipeline = [n for n in graph if n.startswith("genstage_nb.pipeline")]
+    reached = set().union(*(nx.descendants(graph, n) for n in pipeline))
+    assert not {n for n in reached if n.startswith("genstage_nb.notebook")}
+
+
+def test_the_import_contracts_hold():
+    pytest.importorskip("importlinter", reason="install the [test] extra")
+    lint = Path(sys.executable).with_name("lint-imports")
+    command = [str(lint)] if lint.exists() else [sys.executable, "-m", "importlinter.cli"]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Contracts: 4 kept, 0 broken." in result.stdout
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: module_name(p))
+def test_files_and_classes_stay_small(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= 650, f"{path.name}: split it by concept"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= 450, f"class {node.name} has {size} lines: split it by role"
+
+
+def test_the_architecture_page_shows_the_fused_loop_as_generated():
+    from genstage_nb.core.pump import loop_source
+
+    page = ROOT / "docs" / "architecture.md"
+    text = page.read_text()
+    block = "<!-- fused-loop-2 -->\n```python\n" + loop_source(2) + "```\n<!-- /fused-loop-2 -->"
+    pattern = re.compile(r"<!-- fused-loop-2 -->.*?<!-- /fused-loop-2 -->", re.S)
+    assert pattern.search(text), "docs/architecture.md lost its fused-loop markers"
+    if os.environ.get("GENSTAGE_NB_WRITE_DOCS") == "1":
+        page.write_text(pattern.sub(lambda _: block, text))
+        text = page.read_text()
+    assert block in text, (
+        "the fused loop changed: GENSTAGE_NB_WRITE_DOCS=1 pytest tests/test_architecture.py"
+    )
