@@ -12,7 +12,20 @@ import genstage_nb as gs
 pytestmark = pytest.mark.anyio
 
 
-class Inbox(gs.Producer):
+class MaybeLater:
+    """handle_info answers at once, or (``asynchronous=True``) from an async hook."""
+
+    def handle_info(self, message):
+        if self.asynchronous:
+            return self._later(message)
+        return (m for m in message)  # any iterable of events
+
+    async def _later(self, message):
+        await anyio.lowlevel.checkpoint()
+        return message
+
+
+class Inbox(MaybeLater, gs.Producer):
     """Makes nothing on demand; each message sent to it becomes events."""
 
     def __init__(self, asynchronous=False, **options):
@@ -22,17 +35,8 @@ class Inbox(gs.Producer):
     def handle_demand(self, demand):
         return None
 
-    def handle_info(self, message):
-        if self.asynchronous:
-            return self._later(message)
-        return message
 
-    async def _later(self, message):
-        await anyio.lowlevel.checkpoint()
-        return message
-
-
-class Relay(gs.ProducerConsumer):
+class Relay(MaybeLater, gs.ProducerConsumer):
     """Forwards its input, and sends what a message carries too."""
 
     def __init__(self, asynchronous=False, **options):
@@ -41,15 +45,6 @@ class Relay(gs.ProducerConsumer):
 
     def handle_events(self, events):
         return events
-
-    def handle_info(self, message):
-        if self.asynchronous:
-            return self._later(message)
-        return (m for m in message)  # any iterable
-
-    async def _later(self, message):
-        await anyio.lowlevel.checkpoint()
-        return message
 
 
 async def run_with(p, until, act, timeout=10):

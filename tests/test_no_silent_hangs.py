@@ -40,6 +40,28 @@ def expected(dispatcher, sink, stream_got, n=3000):
 # -- 1. a stream left early unsubscribes ----------------------------------------------
 
 
+async def take(events, got, n):
+    async for event in events:
+        got.append(event)
+        if len(got) == n:
+            break
+
+
+async def run_beside(p, read):
+    """Run ``p`` with ``read`` beside it; fail if the run does not end."""
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(p.run)
+            tg.start_soon(read)
+
+
+def check_taken(dispatcher, got, n):
+    if dispatcher == "broadcast":
+        assert got == list(range(n))  # the stream saw the first events
+    else:
+        assert len(got) <= n  # the sink may have taken the rest first
+
+
 @pytest.mark.parametrize("dispatcher", sorted(DISPATCHERS))
 async def test_a_stream_broken_out_of_unsubscribes_while_still_referenced(dispatcher):
     p, src, sink = numbers_and_sink(dispatcher)
@@ -47,19 +69,10 @@ async def test_a_stream_broken_out_of_unsubscribes_while_still_referenced(dispat
     got = []
 
     async def read():
-        async for event in events:  # `events` stays referenced after the break
-            got.append(event)
-            if len(got) == 25:
-                break
+        await take(events, got, 25)  # `events` stays referenced after the break
 
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(p.run)
-            tg.start_soon(read)
-    if dispatcher == "broadcast":
-        assert got == list(range(25))
-    else:
-        assert len(got) <= 25  # the sink may have taken the rest first
+    await run_beside(p, read)
+    check_taken(dispatcher, got, 25)
     expected(dispatcher, sink, got)
     assert "stream" not in p.stages  # a stream serves one run
 
@@ -71,16 +84,10 @@ async def test_a_stream_broken_out_of_and_dropped_unsubscribes(dispatcher):
     streams = [p.stream(src, max_demand=10)]  # opened before the run
 
     async def read():
-        async for event in streams.pop():  # the loop holds the only reference
-            got.append(event)
-            if len(got) == 5:
-                break
+        await take(streams.pop(), got, 5)  # the loop holds the only reference
 
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(p.run)
-            tg.start_soon(read)
-    assert len(got) == 5 if dispatcher == "broadcast" else len(got) <= 5
+    await run_beside(p, read)
+    check_taken(dispatcher, got, 5)
     expected(dispatcher, sink, got)
 
 
@@ -92,16 +99,10 @@ async def test_a_stream_closed_by_async_with_unsubscribes(dispatcher):
 
     async def read():
         async with stream as events:
-            async for event in events:
-                got.append(event)
-                if len(got) == 30:
-                    break
+            await take(events, got, 30)
 
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(p.run)
-            tg.start_soon(read)
-    assert len(got) == 30 if dispatcher == "broadcast" else len(got) <= 30
+    await run_beside(p, read)
+    check_taken(dispatcher, got, 30)
     expected(dispatcher, sink, got)
 
 
