@@ -25,7 +25,7 @@ from .core.dispatchers import (
     PartitionDispatcher,
 )
 from .core.errors import Failure, PipelineError
-from .core.factories import consumer, from_iterable, producer, producer_consumer
+from .core.factories import consumer, from_iterable, map, producer, producer_consumer  # noqa: A004
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
 from .metrics import check_balance
@@ -75,6 +75,7 @@ __all__ = [
     "default_pipeline",
     "from_iterable",
     "load_ipython_extension",
+    "map",
     "producer",
     "producer_consumer",
 ]

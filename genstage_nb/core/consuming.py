@@ -230,7 +230,7 @@ class Consuming:
             self._terminate(reason)
 
     def _complete(self) -> None:
-        if self.executor is not None and (self._sent or self._waiting):
+        if self.jobs and (self._sent or self._waiting):
             self._complete_when_drained = True  # once the last result is in
             return
         if self.producing:

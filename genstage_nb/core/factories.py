@@ -122,3 +122,58 @@ def consumer(fn: Callable[[list], Any] | None = None, /, **options: Any) -> Any:
     'collect'
     """
     return _wrap(Consumer, "handle_events", fn, options)
+
+
+class MapStage(ProducerConsumer):
+    """``gs.map``: calls a function on each event and sends its results on.
+
+    The runtime makes one job per event (``core/jobs.py``): up to ``concurrency``
+    calls at once, on the event loop (``fn`` sync or async) or on ``executor=``.
+    """
+
+    _default_name = "map"
+
+    def __init__(self, fn: Callable[[Any], Any], *, ordered: bool = True, **options: Any):
+        if not callable(fn):
+            raise TypeError(f"map: expected a function, got {fn!r}")
+        if not isinstance(ordered, bool):
+            raise TypeError(f"map: ordered must be True or False, got {ordered!r}")
+        name = getattr(fn, "__name__", None)
+        if name and name != "<lambda>":
+            options.setdefault("name", name)
+        super().__init__(**options)
+        self._gs_map = fn
+        self._gs_ordered = ordered
+
+    def handle_events(self, events: list) -> list:
+        """What a batch would give (the runtime calls ``fn`` per event instead)."""
+        return [self._gs_map(event) for event in events]
+
+
+def map(  # noqa: A001 - gs.map, as users call it
+    fn: Callable[[Any], Any], /, *, concurrency: int = 1, ordered: bool = True, **options: Any
+) -> ProducerConsumer:
+    """A producer-consumer that calls ``fn(event)`` on each event and sends the results.
+
+    ``fn`` may be a plain function or ``async def``. Up to ``concurrency`` calls run at
+    once (on the event loop for an async ``fn``; give a sync ``fn`` with
+    ``concurrency > 1`` an ``executor=``, e.g. a ``ThreadPoolExecutor``). Results go on
+    in the order of the events (``ordered=True``, the default), or as the calls complete
+    (``ordered=False``: a slow call holds nothing up). Demand is settled as calls start:
+    the stage holds at most ``max_demand`` events per link plus the calls in flight. A
+    call that raises fails the stage; its failure record names that one event
+    (``Failure.events``), and the results before it in order are sent on. Other options
+    as for ``ProducerConsumer``.
+
+    >>> import anyio, genstage_nb as gs
+    >>> async def fetch(n):
+    ...     await anyio.sleep(0.001 * (n % 3))  # calls finish out of order
+    ...     return n * 10
+    >>> p = gs.Pipeline(); out = []
+    >>> fetched = p.add(gs.map(fetch, concurrency=4))
+    >>> _ = p.link(p.add(gs.from_iterable(range(6))), fetched)
+    >>> _ = p.link(fetched, p.add(gs.consumer(out.extend)))
+    >>> p.run_sync(); out
+    [0, 10, 20, 30, 40, 50]
+    """
+    return MapStage(fn, ordered=ordered, concurrency=concurrency, **options)

@@ -75,7 +75,7 @@ class Lifecycle:
         """Remove and return every event this stage holds but will never handle or send
         (input first, then output), counting them."""
         received: list = []
-        if self.executor is not None:
+        if self.jobs:
             for job in (*self._sent, *self._waiting):
                 received.extend(job.batch)
             self._sent.clear()

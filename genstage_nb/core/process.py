@@ -9,8 +9,8 @@ mailbox, restart on a failure if allowed):
 - ``producing.py``: demand in, events out through the dispatcher and the buffer
   (``pump.py`` drives a chain of single-consumer links in one loop);
 - ``consuming.py``: subscriptions, batches, asks upstream, the producer-consumer queue;
-- ``remote_batches.py``: batches on an executor; ``concurrent.py``: a
-  ``ConcurrentConsumer``'s event tasks.
+- ``jobs.py``: work in flight on an executor, or as async calls on the event loop
+  (``concurrency``, ``gs.map``); ``concurrent.py``: a ``ConcurrentConsumer``'s event tasks.
 
 The roles are one level of plain classes with no ``__init__`` and no ``super()`` calls:
 every handler stays a direct method of the one object the hot path works on (an
@@ -32,17 +32,17 @@ from .concurrent import ConcurrentEvents
 from .consuming import Consuming
 from .counters import Counters, as_events
 from .errors import Failure
+from .jobs import Jobs, setup_jobs
 from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
 from .producing import Producing
-from .remote import Job, check_concurrency, check_picklable, submitter
-from .remote_batches import RemoteBatches
+from .remote import check_concurrency
 
 if TYPE_CHECKING:
     from .subscription import Subscription
 
 
-class Process(Lifecycle, Mailbox, Producing, Consuming, RemoteBatches, ConcurrentEvents):
+class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
     """Serves one stage's mailbox for one run of its pipeline."""
 
     def __init__(self, stage: Any, supervisor: Any) -> None:
@@ -87,17 +87,11 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, RemoteBatches, Concurren
         self.inline = not self.concurrent
         self._resume: Any = None
         self._inline_error: BaseException | None = None
-        # Handlers on an executor (see core/remote.py).
+        # Work in flight on an executor or on the event loop (see jobs.py).
         self.executor = getattr(stage, "executor", None)
         check_concurrency(stage)
-        if self.executor is not None:
-            check_picklable(self.name, "handle_events", stage.handle_events, self.executor)
-            self.concurrency: int = stage.concurrency
-            self._submit_to = submitter(self.executor)
-            self._waiting: deque[Job] = deque()
-            self._sent: deque[Job] = deque()
-            self._complete_when_drained = False
-            self._consume = self._send_batches  # batches go to the executor
+        self.jobs_on_loop = False
+        self.jobs = setup_jobs(self, stage)
 
     async def main(self) -> None:
         """Run the stage until it ends: init, serve, restart on failure if allowed."""
@@ -108,12 +102,14 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, RemoteBatches, Concurren
             while True:
                 self.status = "running"
                 try:
-                    if self.concurrent or self.executor is not None:
+                    if self.concurrent or self.jobs:
                         async with anyio.create_task_group() as tg:
                             self._task_group = tg
                             await self._start()
                             self.supervisor._started(self)
                             await self._serve()
+                            if self.jobs_on_loop:
+                                tg.cancel_scope.cancel()  # the idle workers
                     else:
                         await self._start()
                         self.supervisor._started(self)
@@ -132,13 +128,17 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, RemoteBatches, Concurren
                     self._record_failure(exc, restarted, unhandled)
                     failed_ask, self._failed_ask = self._failed_ask, None
                     lost_demand, self._demand_in_hand = self._demand_in_hand, 0
-                    if restarted and self.executor is not None:
+                    if restarted and self.jobs:
                         # Batches in flight were abandoned with the task group: send
                         # them again after the restart (their demand was asked).
                         for job in reversed(self._sent):
                             job.reset()
                             self._waiting.appendleft(job)
                         self._sent.clear()
+                        self._jobs_ready.clear()
+                        self._idle.clear()
+                        self._finished.clear()
+                        self._done_posted = False
                     if restarted:
                         # The demand in hand when it failed is served after the restart.
                         if failed_ask is not None:
@@ -169,7 +169,7 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, RemoteBatches, Concurren
                 self.counters.unhandled_in += sum(len(b) for b, _ in batches[i:])
                 self._rest = None
                 self.current = []
-            if self.executor is not None and (self._sent or self._waiting):
+            if self.jobs and (self._sent or self._waiting):
                 # Cancelled with batches at the executor or waiting for it.
                 self.counters.unhandled_in += sum(
                     len(job.batch) for job in (*self._sent, *self._waiting)
@@ -201,7 +201,8 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, RemoteBatches, Concurren
         for sub in list(self.producers):
             if not sub.active:
                 await self._subscribe_upstream(sub)
-        if self.executor is not None:
+        if self.jobs:
+            self._start_workers(self._task_group)
             self._send_more()
 
 

@@ -72,7 +72,7 @@ def chain(producer: Process) -> list[_Level] | None:
             to is None
             or to.stopped
             or not to.inline
-            or to.executor is not None
+            or to.jobs  # work in flight: on an executor, or calls on the loop
             or to._rest is not None
             or sub._demand.manual
             or sub not in to.producers

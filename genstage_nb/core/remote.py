@@ -47,9 +47,17 @@ def check_concurrency(stage: Any) -> None:
     concurrency = getattr(stage, "concurrency", 1)
     if concurrency <= 1 or getattr(stage, "executor", None) is not None:
         return
-    hook = getattr(stage, "handle_events", None)
+    fn = getattr(stage, "_gs_map", None)  # gs.map's function, called per event
+    hook = fn if fn is not None else getattr(stage, "handle_events", None)
     if hook is None or _is_async(hook):
         return
+    if fn is not None:
+        raise ValueError(
+            f"stage {stage.name!r}: concurrency={concurrency} needs an executor for a sync "
+            f"function (it would run one call at a time on the event loop): pass "
+            f"executor=ThreadPoolExecutor({concurrency}) to make {concurrency} calls at "
+            f"once, or give gs.map an async function"
+        )
     raise ValueError(
         f"stage {stage.name!r}: concurrency={concurrency} needs an executor for a sync "
         f"handle_events (it would run one batch at a time on the event loop): pass "

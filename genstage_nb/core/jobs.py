@@ -1,0 +1,209 @@
+"""Work in flight: batches (or single events) handled elsewhere while the stage goes on.
+
+A stage works this way when it has ``executor=`` (its ``handle_events`` runs on a thread
+pool, a process pool or a Dask cluster: see ``remote.py``), when its ``handle_events``
+is ``async`` and ``concurrency`` is above 1 (the calls run on the event loop, in
+``concurrency`` worker tasks of the stage), and for ``gs.map`` (one job per event, its
+function called on each). Each unit of work is a ``Job``:
+
+- jobs wait in ``_waiting`` until fewer than ``concurrency`` are in flight (``_sent``);
+- the demand a batch settles is asked when its last job is sent (the next events come
+  while these are worked on), so a stage holds at most ``max_demand`` per subscription
+  plus the jobs in flight;
+- results are taken in the order the jobs were sent (``ordered``, the default), or as
+  they complete (``gs.map(..., ordered=False)``); a failed job fails the stage with its
+  batch (or its one event) in the failure record; a restarted stage sends its jobs in
+  flight again.
+
+On the event loop the calls run in long-lived worker tasks, not a task per call: that is
+what the best plain-asyncio code does (a pool of workers), and it costs no task start
+per event.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .remote import Job, check_picklable, submitter
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
+
+
+def setup_jobs(proc: Any, stage: Any) -> bool:
+    """Make ``proc`` a stage whose work goes out as jobs, if its options say so."""
+    executor = proc.executor
+    per_event = getattr(stage, "_gs_map", None)  # gs.map: the function, called per event
+    concurrency = getattr(stage, "concurrency", 1)  # consumers and producer-consumers
+    loop = executor is None and (per_event is not None or (concurrency > 1 and _async_hook(stage)))
+    if executor is None and not loop:
+        return False
+    fn = per_event if per_event is not None else stage.handle_events
+    if executor is not None:
+        hook = "the function of gs.map" if per_event is not None else "handle_events"
+        check_picklable(proc.name, hook, fn, executor)
+        proc._submit_to = submitter(executor)
+    proc.concurrency = concurrency
+    proc.jobs_on_loop = loop
+    proc.per_event = per_event is not None
+    proc.ordered = getattr(stage, "_gs_ordered", True)
+    proc._map_fn = per_event  # gs.map's function; else handle_events, looked up at each
+    # call so that code swapped in place (a re-run %%stage cell) takes effect
+    proc._waiting = deque()
+    proc._sent = deque()
+    proc._jobs_ready = deque()  # on the loop: jobs sent, not yet taken by a worker
+    proc._idle = deque()  # on the loop: the wake-up events of the idle workers
+    proc._finished = deque()  # not ordered: the jobs done, in the order they completed
+    proc._done_posted = False
+    proc._complete_when_drained = False
+    proc._consume = proc._send_batches
+    return True
+
+
+def _async_hook(stage: Any) -> bool:
+    from .remote import _is_async
+
+    return _is_async(stage.handle_events)
+
+
+class Jobs:
+    """The jobs role of ``Process``."""
+
+    def _start_workers(self, task_group: Any) -> None:
+        if self.jobs_on_loop:
+            for _ in range(self.concurrency):
+                task_group.start_soon(self._worker)
+
+    def _send_batches(self, sub: Subscription, batches: list) -> None:
+        """Stands in for ``_consume``: the batches become jobs."""
+        waiting = self._waiting
+        if self.per_event:
+            for batch, ask in batches:
+                for event in batch:
+                    waiting.append(Job(sub, [event], 0))
+                waiting[-1].ask = ask  # settled when the batch's last event is sent
+        else:
+            for batch, ask in batches:
+                waiting.append(Job(sub, batch, ask))
+        self._send_more()
+
+    def _send_more(self) -> None:
+        """Send waiting jobs while fewer than ``concurrency`` are in flight; settle
+        their demand as they go."""
+        waiting, sent = self._waiting, self._sent
+        on_loop = self.jobs_on_loop
+        while waiting and len(sent) < self.concurrency and not self.stopped:
+            job = waiting.popleft()
+            sent.append(job)
+            if on_loop:
+                self._jobs_ready.append(job)
+                if self._idle:
+                    self._idle.popleft().set()
+            else:
+                if self.per_event:
+                    job.future = self._submit_to(self._map_fn, job.batch[0])
+                else:
+                    job.future = self._submit_to(self.stage.handle_events, job.batch)
+                self._task_group.start_soon(self._wait_for, job)
+            if job.ask:
+                ask, job.ask = job.ask, 0
+                self._ask_upstream(job.sub, ask)
+
+    async def _worker(self) -> None:
+        """One of ``concurrency`` tasks that make the calls on the event loop."""
+        ready, idle = self._jobs_ready, self._idle
+        fn, stage = self._map_fn, self.stage
+        while True:
+            while ready:
+                job = ready.popleft()
+                try:
+                    result = fn(job.batch[0]) if fn is not None else stage.handle_events(job.batch)
+                    if isawaitable(result):
+                        result = await result
+                    job.result = result
+                except Exception as exc:
+                    job.error = exc
+                job.done = True
+                if not self.ordered:
+                    self._finished.append(job)
+                if not self._done_posted:
+                    self._done_posted = True
+                    self.post(self._on_job_done)
+            wakeup = anyio.Event()
+            idle.append(wakeup)
+            await wakeup.wait()
+
+    async def _wait_for(self, job: Job) -> None:
+        try:
+            job.result = await anyio.to_thread.run_sync(
+                job.future.result, abandon_on_cancel=True, limiter=self._limiter()
+            )
+        except Exception as exc:
+            job.error = exc
+        job.done = True
+        if not self.ordered:
+            self._finished.append(job)
+        self.post(self._on_job_done)
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        # A thread per batch in flight waits for its result, outside anyio's default
+        # pool so that many in flight do not starve other to_thread users.
+        limiter = getattr(self, "_waiters", None)
+        if limiter is None:
+            limiter = self._waiters = anyio.CapacityLimiter(self.concurrency)
+        return limiter
+
+    def _on_job_done(self, _: Any, __: Any) -> None:
+        """Take the results that are in: in the order the jobs were sent, or (not
+        ordered) as they completed."""
+        self._done_posted = False
+        sent = self._sent
+        if self.ordered:
+            taken = []
+            while sent and sent[0].done:
+                taken.append(sent.popleft())
+        else:
+            taken = list(self._finished)
+            self._finished.clear()
+            if taken:
+                self._sent = sent = deque(job for job in sent if not job.done)
+        failed = next((job for job in taken if job.error is not None), None)
+        if failed is not None:
+            # What finished before the failed job still goes on; the failed job's
+            # events go to the failure record, the jobs after it are kept (sent again
+            # after a restart, or recorded as unhandled).
+            i = taken.index(failed)
+            for job in reversed(taken[i + 1 :]):
+                sent.appendleft(job)
+            self._take_results(taken[:i])
+            self.current = failed.batch
+            self.current_hook = "handle_events"
+            raise failed.error
+        self._take_results(taken)
+        self._send_more()
+        if self._complete_when_drained and not sent and not self._waiting:
+            self._complete_when_drained = False
+            self._complete()
+
+    def _take_results(self, taken: list[Job]) -> None:
+        if not taken:
+            return
+        if not self.per_event:
+            for job in taken:
+                self._batch_handled(job.sub, job.result, 0, len(job.batch))
+            return
+        # gs.map: one result per event, sent on as one list.
+        counters = self.counters
+        counters.handled += len(taken)
+        counters.batches += 1
+        if self.pc:
+            out = [job.result for job in taken]
+            counters.made += len(out)
+            self._dispatch(out)
+
+
+__all__ = ["Jobs", "setup_jobs"]
