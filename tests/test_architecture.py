@@ -110,10 +110,15 @@ def test_the_pipeline_imports_no_notebook_module_at_module_level():
 
 def test_the_import_contracts_hold():
     import importlinter  # noqa: F401  (the [test] extra has it: never skipped)
+
     lint = Path(sys.executable).with_name("lint-imports")
     command = [str(lint)] if lint.exists() else [sys.executable, "-m", "importlinter.cli"]
     result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -274,9 +274,13 @@ async def test_a_hook_failing_later_shows_the_cells_lines(shell, capsys):
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_the_message_says_a_returning_consumer_cell_becomes_a_producer_consumer(shell, capsys):
+async def test_the_message_says_a_returning_consumer_cell_becomes_a_producer_consumer(
+    shell, capsys
+):
     _, shown = run_cell(
-        shell, capsys, "%%stage double --pipeline p\ndef handle_events(events):\n    return [2 * e for e in events]\n"
+        shell,
+        capsys,
+        "%%stage double --pipeline p\ndef handle_events(events):\n    return [2 * e for e in events]\n",
     )
     assert shown.strip() == (
         "stage 'double' (consumer) added; its handle_events returns events: it becomes a "
@@ -287,7 +291,8 @@ async def test_the_message_says_a_returning_consumer_cell_becomes_a_producer_con
     )
     assert shown.strip() == "stage 'sink' (consumer) added"
     _, shown = run_cell(
-        shell, capsys,
+        shell,
+        capsys,
         "%%stage twice --kind consumer --pipeline p\ndef handle_events(events):\n    return events\n",
     )
     assert shown.strip() == "stage 'twice' (consumer) added"

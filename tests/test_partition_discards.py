@@ -41,7 +41,10 @@ def test_a_discard_at_the_end_of_the_events_is_returned_as_demand():
     assert d.ask(even, 5) == (5, [])
     assert d.ask(odd, 5) == (5, [])
     deliveries, leftover, extra = d.dispatch(list(range(10)))
-    assert [(s.name, e) for s, e in deliveries] == [("even", [0, 2, 4, 6, 8]), ("odd", [1, 3, 5, 7])]
+    assert [(s.name, e) for s, e in deliveries] == [
+        ("even", [0, 2, 4, 6, 8]),
+        ("odd", [1, 3, 5, 7]),
+    ]
     assert leftover == []
     assert extra == 1  # event 9 was discarded: one more event is asked of the producer
     assert d.discarded == 1
@@ -78,8 +81,12 @@ def test_a_discard_never_returns_more_demand_than_is_waiting():
 
 @pytest.mark.parametrize(
     ("hash_value", "message"),
-    [(2, "unknown partition 2"), (-1, "unknown partition -1"), ("a", "unknown partition 'a'"),
-     ([0], "unknown partition [0]")],
+    [
+        (2, "unknown partition 2"),
+        (-1, "unknown partition -1"),
+        ("a", "unknown partition 'a'"),
+        ([0], "unknown partition [0]"),
+    ],
 )
 def test_an_unknown_partition_is_named(hash_value, message):
     d = PartitionDispatcher(partitions=2, hash=lambda e: hash_value)

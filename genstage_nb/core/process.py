@@ -77,6 +77,8 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         self.pc_demand = 0
         self._task_group: Any = None
         self._in_flight: dict[Subscription, list[int]] = {}  # concurrent: [done, running]
+        self._event_queue: deque = deque()  # concurrent: (subscription, event) to handle
+        self._idle_event_workers: deque = deque()
         self._failed_ask: tuple[Subscription, int] | None = None
         self._demand_in_hand = 0
         self._undispatched: list = []
@@ -110,6 +112,8 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
                             await self._serve()
                             if self.jobs_on_loop:
                                 tg.cancel_scope.cancel()  # the idle workers
+                            elif self.concurrent:
+                                self._release_event_workers()
                     else:
                         await self._start()
                         self.supervisor._started(self)
@@ -204,6 +208,8 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         if self.jobs:
             self._start_workers(self._task_group)
             self._send_more()
+        elif self.concurrent:
+            self._start_event_workers()
 
 
 __all__ = ["Counters", "Process", "as_events"]
