@@ -1,5 +1,5 @@
 """Every benchmark, one after the other: W1 throughput (with peers and the max_demand
-curve), W2 bounded memory, W3 fan-out and W3 scale-out on executors.
+curve), W2 bounded memory, W3 fan-out, W3 scale-out on executors and W4 I/O-bound calls.
 
     python bench/run.py [--quick]
 
@@ -20,12 +20,14 @@ FULL = [
     ["memory.py"],
     ["fanout.py"],
     ["executors.py", "--repeat", "5"],
+    ["io_bound.py", "--repeat", "5"],
 ]
 QUICK = [
     ["throughput.py", "--events", "200000", "--repeat", "1", "--peer-events", "20000"],
     ["memory.py", "--sizes", "10000", "100000"],
     ["fanout.py", "--events", "200000", "--repeat", "1"],
     ["executors.py", "--events", "2000", "--repeat", "1", "--no-dask"],
+    ["io_bound.py", "--calls", "500", "--repeat", "1", "--http-calls", "200"],
 ]
 
 

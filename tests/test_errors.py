@@ -259,6 +259,7 @@ CASES = {
     "stage-concurrency-sync": lambda: gs.Pipeline().add(
         gs.producer_consumer(square, concurrency=4)
     ),
+    "map-concurrency-sync": lambda: gs.Pipeline().add(gs.map(abs, concurrency=4)),
     "executor-pickle": unpicklable_for_a_process_pool,
     "partition-count": lambda: gs.PartitionDispatcher(partitions=0),
     "partition-names": lambda: gs.PartitionDispatcher(partitions=["a", "a"]),
