@@ -28,8 +28,10 @@ from .core.errors import Failure, PipelineError
 from .core.factories import consumer, from_iterable, map, producer, producer_consumer  # noqa: A004
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
+from .explain import Explanation
 from .metrics import check_balance
 from .pipeline import Pipeline, default_pipeline
+from .stalls import Stall
 from .watchdog import SlowHandler
 
 
@@ -60,6 +62,7 @@ __all__ = [
     "ConcurrentConsumer",
     "Consumer",
     "DemandDispatcher",
+    "Explanation",
     "Dispatcher",
     "Failure",
     "PartitionDispatcher",
@@ -68,6 +71,7 @@ __all__ = [
     "Producer",
     "ProducerConsumer",
     "SlowHandler",
+    "Stall",
     "Stage",
     "Subscription",
     "check_balance",

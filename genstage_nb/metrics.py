@@ -36,7 +36,12 @@ METRICS = (
     "demand_in",
     "demand_out",
     "restarts",
+    "busy",
+    "backpressured",
+    "idle",
 )
+#: The three shares of a stage's time over each interval (see ``core/timing.py``).
+TIMES = ("busy", "backpressured", "idle")
 _COUNTED = (
     "events_in",
     "events_out",
@@ -72,7 +77,19 @@ def _queued(proc: Any) -> int:
         batches, i = proc._rest
         n += sum(len(batch) for batch, _ in batches[i:])
     n += sum(state[1] for state in proc._in_flight.values())
+    if proc.jobs:  # batches (or events) waiting to be sent, or in flight
+        n += sum(len(job.batch) for job in (*proc._sent, *proc._waiting))
     return n
+
+
+def _shares(times: tuple, before: tuple, span: float) -> tuple[float, float, float]:
+    """The fractions of ``span`` a stage was busy, back-pressured and idle (at most 1 in
+    all: the rest it waited for its turn on the event loop)."""
+    shares = [min(max((a - b) / span, 0.0), 1.0) for a, b in zip(times, before, strict=True)]
+    total = sum(shares)
+    if total > 1.0:  # clock reads a hair apart
+        shares = [share / total for share in shares]
+    return shares[0], shares[1], shares[2]
 
 
 def _copies(dispatcher: Any) -> bool:
@@ -116,8 +133,11 @@ class Metrics:
       ``buffer_size`` (events waiting in the stage), ``outstanding_demand`` (demand the
       stage has asked of its producers and not yet received), ``dropped`` (buffer
       overflow), ``failed`` (events in failed batches), ``discarded`` (partition hash
-      ``None``, or sent to a stage that had stopped), ``demand_in``, ``demand_out`` and
-      ``restarts``.
+      ``None``, or sent to a stage that had stopped), ``demand_in``, ``demand_out``,
+      ``restarts``, and ``busy``, ``backpressured`` and ``idle``: the fractions of the
+      interval the stage spent in its hooks, held back by no demand from its consumers,
+      and waiting for events with demand outstanding (at most 1 in all: see
+      ``core/timing.py``).
     - ``totals()``: one row per stage with the latest counts.
 
     The last ``history`` samples are kept (default 14 400: an hour at 0.25 s).
@@ -131,7 +151,7 @@ class Metrics:
     >>> int(totals.loc["src", "events_out"]), int(totals.loc["sink", "events_in"])
     (10, 10)
     >>> sorted(set(p.metrics.frame()["metric"]))[:4]
-    ['buffer_size', 'demand_in', 'demand_out', 'discarded']
+    ['backpressured', 'buffer_size', 'busy', 'demand_in']
     """
 
     def __init__(self, pipeline: Any, history: int = HISTORY) -> None:
@@ -147,8 +167,9 @@ class Metrics:
         self.peaks = {}
 
     def sample(self) -> None:
-        """Take one sample of every stage's counters now."""
-        now = time.perf_counter() - self._started
+        """Take one sample of every stage's counters (and times) now."""
+        clock = time.perf_counter()
+        now = clock - self._started
         row = {}
         for name, proc in list(self._pipeline._procs.items()):
             c = proc.counters
@@ -158,6 +179,7 @@ class Metrics:
                 proc.kind,
                 buffered,
                 outstanding,
+                proc.time.close(clock),
                 *(getattr(c, field) for field in _COUNTED),
             )
             peak = self.peaks.setdefault(name, {"buffer_size": 0, "outstanding_demand": 0})
@@ -196,20 +218,23 @@ class Metrics:
         # Rates are taken over at least half an interval: a sample right after another
         # (the last one, at the end of a run) would give a meaningless spike.
         min_span = 0.5 * (self._pipeline.metrics_interval or 0.0)
-        previous: dict[str, tuple[float, int, float]] = {}
+        previous: dict[str, tuple[float, int, float, tuple, tuple]] = {}
         for t, row in self._samples:
-            for name, (kind, buffered, outstanding, *counts) in row.items():
+            for name, (kind, buffered, outstanding, times, *counts) in row.items():
                 values = dict(zip(_COUNTED, counts, strict=True))
                 handled = values["events_out"] if kind == "producer" else values["events_in"]
                 last = previous.get(name)
                 if last is None:
-                    rate = 0.0
-                    previous[name] = (t, handled, rate)
+                    rate, shares = 0.0, (0.0, 0.0, 0.0)
+                    previous[name] = (t, handled, rate, times, shares)
                 elif t - last[0] >= min_span and t > last[0]:
-                    rate = (handled - last[1]) / (t - last[0])
-                    previous[name] = (t, handled, rate)
+                    span = t - last[0]
+                    rate = (handled - last[1]) / span
+                    shares = _shares(times, last[3], span)
+                    previous[name] = (t, handled, rate, times, shares)
                 else:
-                    rate = last[2]
+                    rate, shares = last[2], last[4]
+                values.update(zip(TIMES, shares, strict=True))
                 values.update(throughput=rate, buffer_size=buffered, outstanding_demand=outstanding)
                 records.extend((t, name, metric, float(values[metric])) for metric in METRICS)
         return pd.DataFrame.from_records(records, columns=["time", "stage", "metric", "value"])

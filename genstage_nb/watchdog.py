@@ -103,11 +103,11 @@ def blocking_stage(frame: FrameType | None) -> tuple[Stage, str, str] | None:
     return None
 
 
-def latest_per_stage(warnings: list[SlowHandler]) -> list[SlowHandler]:
-    """The newest record of each stage, in stage order of first appearance."""
-    latest: dict[str, SlowHandler] = {}
+def latest_per_stage(warnings: list[Any]) -> list[Any]:
+    """The newest record of each kind and stage, in order of first appearance."""
+    latest: dict[tuple[str, str], Any] = {}
     for record in warnings:
-        latest[record.stage] = record
+        latest[type(record).__name__, record.stage] = record
     return list(latest.values())
 
 

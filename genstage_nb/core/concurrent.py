@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .timing import BUSY, IDLE, clock
+
 if TYPE_CHECKING:
     from .subscription import Subscription
 
@@ -24,6 +26,8 @@ class ConcurrentEvents:
     def _start_events(self, sub: Subscription, events: list) -> None:
         state = self._in_flight.setdefault(sub, [0, 0])
         state[1] += len(events)
+        if self.time.mode != BUSY:
+            self.time.enter(clock())  # busy while events are in flight
         queue, idle = self._event_queue, self._idle_event_workers
         for event in events:
             queue.append((sub, event))
@@ -76,6 +80,8 @@ class ConcurrentEvents:
         state = self._in_flight[sub]
         state[0] += 1
         state[1] -= 1
+        if not state[1] and not any(s[1] for s in self._in_flight.values()):
+            self.time.leave(clock(), IDLE)
         # ConsumerSupervisor's rule: ask once min_demand handlers have finished.
         if state[0] >= max(sub.min_demand, 1) and not sub._demand.manual:
             n, state[0] = state[0], 0

@@ -15,6 +15,7 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 from .counters import as_events
+from .timing import IDLE, clock, rest_mode
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -78,15 +79,20 @@ class Consuming:
             batch, ask = batches[0]
             self.current = batch
             self.current_hook = "handle_events"
+            time = self.time
+            time.enter(clock())
             try:
                 result = self.stage.handle_events(batch)
                 if result is not None and result.__class__ is not list and isawaitable(result):
                     self._rest = (batches, 0)
                     return self._consume_async(sub, batches, (0, result))
+                time.leave(clock(), IDLE)
                 self._batch_handled(sub, result, ask, len(batch))
             except Exception:
+                time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, 0)
                 raise
+            time.mode = rest_mode(self)
             self.current = []
             self.current_hook = ""
             return None
@@ -103,8 +109,11 @@ class Consuming:
             self._rest = (batches, i)
             try:
                 result = await pending
+                self.time.leave(clock(), IDLE)  # busy while it awaited
                 self._batch_handled(sub, result, batches[i][1], len(batches[i][0]))
+                self.time.mode = rest_mode(self)
             except Exception:
+                self.time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, i)
                 raise
             step = self._consume_from(sub, batches, i + 1)
@@ -113,19 +122,24 @@ class Consuming:
     def _consume_from(self, sub: Subscription, batches: list, i: int) -> Any:
         """Handle batches from ``i`` on; stop at an async hook: return (i, awaitable)."""
         handle_events = self.stage.handle_events
+        time = self.time
         n = len(batches)
         while i < n:
             batch, ask = batches[i]
             self.current = batch
             self.current_hook = "handle_events"
+            time.enter(clock())
             try:
                 result = handle_events(batch)
                 if result is not None and result.__class__ is not list and isawaitable(result):
                     return i, result
+                time.leave(clock(), IDLE)
                 self._batch_handled(sub, result, ask, len(batch))
             except Exception:
+                time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, i)
                 raise
+            time.mode = rest_mode(self)
             i += 1
         self.current = []
         self.current_hook = ""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .remote import Job, check_picklable, submitter
+from .timing import BUSY, clock, rest_mode
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -112,6 +113,8 @@ class Jobs:
             if job.ask:
                 ask, job.ask = job.ask, 0
                 self._ask_upstream(job.sub, ask)
+        if sent and self.time.mode != BUSY:
+            self.time.enter(clock())  # busy while work is in flight
 
     async def _worker(self) -> None:
         """One of ``concurrency`` tasks that make the calls on the event loop."""
@@ -185,6 +188,8 @@ class Jobs:
             raise failed.error
         self._take_results(taken)
         self._send_more()
+        if not sent:
+            self.time.leave(clock(), rest_mode(self))
         if self._complete_when_drained and not sent and not self._waiting:
             self._complete_when_drained = False
             self._complete()

@@ -37,6 +37,7 @@ from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
 from .producing import Producing
 from .remote import check_concurrency
+from .timing import StageTime
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -57,6 +58,7 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         self.stopped = False
         self.stop_reason: Any = None
         self.counters = Counters()
+        self.time = StageTime()  # busy / back-pressured / idle (timing.py)
         self.current: list = []
         self.current_hook = ""
         self.producing = hasattr(stage, "emit")

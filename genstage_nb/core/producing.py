@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import pump as _fused
 from .counters import as_events
+from .timing import BACKPRESSURED, IDLE, clock, rest_mode
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -57,6 +58,8 @@ class Producing:
         """
         if self.pc:
             self.pc_demand += demand
+            if self.time.mode == BACKPRESSURED and self.pc_demand > 0:
+                self.time.rest_as(clock(), IDLE)  # downstream wants events again
             self._take_from_buffer(max(self.pc_demand, self._ready()))
             return self._take_pc_events()
         if len(self.buffer):
@@ -91,14 +94,21 @@ class Producing:
     def _handle_demand(self, demand: int) -> Any:
         self.current_hook = "handle_demand"
         self._demand_in_hand = demand
+        time = self.time
+        time.enter(clock())
         result = self.stage.handle_demand(demand)
         if result is not None and result.__class__ is not list and isawaitable(result):
             return self._handle_demand_async(result)
+        time.leave(clock(), IDLE)
         self._demand_handled(result)
+        time.mode = rest_mode(self)
         return None
 
     async def _handle_demand_async(self, pending: Any) -> None:
-        self._demand_handled(await pending)
+        result = await pending
+        self.time.leave(clock(), IDLE)  # busy while it awaited
+        self._demand_handled(result)
+        self.time.mode = rest_mode(self)
 
     def _demand_handled(self, result: Any) -> None:
         self.current_hook = ""

@@ -31,6 +31,7 @@ from anyio.lowlevel import checkpoint
 from .counters import as_events
 from .dispatchers import DemandDispatcher
 from .mailbox import FAIRNESS
+from .timing import clock, rest_mode
 
 if TYPE_CHECKING:
     from .process import Process
@@ -139,6 +140,7 @@ def _loop(k: int) -> Any:
         "isawaitable": isawaitable,
         "checkpoint": checkpoint,
         "FAIRNESS": FAIRNESS,
+        "clock": clock,
     }
     exec(compile(text, filename, "exec"), namespace)  # noqa: S102  (our template, as dataclasses does)
     fn = namespace[f"pump_{k}"]
@@ -148,8 +150,9 @@ def _loop(k: int) -> Any:
 
 def loop_source(k: int) -> str:
     """The source of the pump loop for a chain of ``k`` levels (links), written out
-    level by level: locals per level, no loop over levels. docs/architecture.md shows
-    it for a three-stage chain (``k=2``)."""
+    level by level: locals per level, no loop over levels. One round in 16 is a timed
+    copy of the round (a clock read after each hook: see ``timing.py``).
+    docs/architecture.md shows it for a three-stage chain (``k=2``)."""
     r = range(k)
     src = [
         f"def pump_{k}(producer, demand, levels):",
@@ -158,133 +161,161 @@ def loop_source(k: int) -> str:
     for j in r:
         src.append(f"    sub{j}, to{j}, ds{j}, _, handle{j}, out{j}, d{j}, inbox{j} = L{j}")
         src.append(f"    sent{j} = count{j} = asked{j} = posted{j} = unhandled{j} = 0")
+    times = ", ".join(f"dt{i}" for i in range(k + 1))
     src += [
         "    handle_demand = producer.stage.handle_demand",
         "    dispatcher = producer.dispatcher",
         "    entry = dispatcher._demands[0]",
         "    mailbox = producer.mailbox",
         "    rounds = 0",
+        "    {} = 0.0".format(" = ".join(f"dt{i}" for i in range(k + 1))),
+        "    start = clock()",
         "    try:",
         "        while True:",
-        "            at = producer",
-        "            try:",
-        "                events = handle_demand(demand)",
-        "            except BaseException:",
-        "                producer.current_hook = 'handle_demand'",
-        "                producer._demand_in_hand = demand",
-        "                raise",
-        "            if events.__class__ is not list:",
-        "                return _not_a_list(producer, levels, demand, events)",
-        "            n = len(events)",
-        "            if not n:",
-        "                return None",
-        "            if n > entry[0]:",
-        "                _release(levels, 0)",
-        "                producer.counters.made += n",
-        "                producer._dispatch(events)",
-        "                return None",
-        "            entry[0] -= n",
-    ]
-
-    def level(j: int, pad: str) -> None:
-        asks = "({})".format("".join(f"ask{i}, " for i in range(j)))
-        asks_j = "({})".format("".join(f"ask{i}, " for i in range(j + 1)))
-        pc = j < k - 1
-        src.extend(
-            pad + line
-            for line in [
-                f"sent{j} += n",
-                f"max_demand = ds{j}.max_demand",
-                f"min_demand = ds{j}.min_demand",
-                f"pending = ds{j}.pending",
-                f"if inbox{j} or n > pending or n > max_demand - min_demand"
-                + (f" or to{j}.pc_demand <= 0:" if pc else ":"),
-                f"    unhandled{j} += n",
-                f"    return _receipt(levels, {j}, events, {asks})",
-                f"count{j} += 1",
-                "left = pending - n",
-                "if left <= min_demand:",
-                f"    ask{j} = max_demand - left",
-                f"    ds{j}.pending = max_demand",
-                "else:",
-                f"    ask{j} = 0",
-                f"    ds{j}.pending = left",
-                f"at = to{j}",
-                "try:",
-                f"    result = handle{j}(events)",
-                "    if result.__class__ is not list:",
-                "        if result is not None and isawaitable(result):",
-                f"            unhandled{j} += n",
-                f"            count{j} -= 1",
-                f"            return _to_task(levels, {j}, events, ask{j}, {asks}, result)",
-                # (a consumer's result is not used)
-                *([f"        result = as_events(to{j}.name, 'handle_events', result)"] * pc),
-                "except Exception as exc:",
-                f"    unhandled{j} += n",
-                f"    count{j} -= 1",
-                f"    return _to_task(levels, {j}, events, ask{j}, {asks}, error=exc)",
-            ]
-        )
-        if pc:
-            src.extend(
-                pad + line
-                for line in [
-                    "m = len(result)",
-                    "if m:",
-                    f"    if m > out{j}[0]:",
-                    f"        return _dispatch(levels, {j}, result, {asks_j})",
-                    f"    out{j}[0] -= m",
-                    f"    pc_demand = to{j}.pc_demand",
-                    f"    to{j}.pc_demand = pc_demand - m if pc_demand > m else 0",
-                    "    events = result",
-                    "    n = m",
-                ]
-            )
-            level(j + 1, pad + "    ")
-            # Back up: the ask of the level below (``held``), then this level's own.
-            src.extend(
-                pad + line
-                for line in [
-                    "else:",
-                    "    held = 0",
-                    f"if inbox{j}:",
-                    "    if held:",
-                    f"        inbox{j}.append((to{j}._on_ask, sub{j + 1}, held))",
-                    f"        posted{j + 1} += held",
-                    f"    return _mail(levels, {j}, {asks_j})",
-                    "if held:",
-                    f"    if held > d{j}._max:",
-                    f"        d{j}._max = held",
-                    f"    out{j}[0] += held",
-                    f"    to{j}.pc_demand += held",
-                ]
-            )
-        else:
-            src.extend(
-                pad + line for line in [f"if inbox{j}:", f"    return _mail(levels, {j}, {asks_j})"]
-            )
-        src.extend(pad + line for line in [f"held = ask{j}", "if held:", f"    asked{j} += held"])
-
-    level(0, "            ")
-    src += [
-        "            if not held:",
-        "                return None",
-        "            rounds += 1",
-        "            if mailbox or producer.finishing or rounds == FAIRNESS:",
-        "                mailbox.append((producer._on_ask, sub0, held))",
-        "                posted0 += held",
-        "                return checkpoint() if rounds == FAIRNESS else None",
-        "            if held > dispatcher._max:",
-        "                dispatcher._max = held",
-        "            entry[0] += held",
-        "            demand = held",
+        "            if rounds & 15:",
+        *_round(k, "                ", timed=False),
+        "            else:  # the same round, timed",
+        *_round(k, "                ", timed=True),
         "    finally:",
         "        _release(levels, 0)",
     ]
     for name in ("sent", "count", "asked", "posted", "unhandled"):
         src.append(f"        {name} = (%s)" % "".join(f"{name}{j}, " for j in r))
-    src.append("        _flush(producer, levels, sent, count, asked, posted, unhandled)")
+    flush = "_flush(producer, levels, sent, count, asked, posted, unhandled, start"
+    src.append(f"        {flush}, ({times},))")
     return "\n".join(src) + "\n"
+
+
+def _round(k: int, base: str, timed: bool) -> list[str]:
+    """One round of the loop: handle_demand, then each level's handle_events."""
+    lines: list[str] = []
+
+    def put(pad: str, *text: str) -> None:
+        lines.extend(pad + line for line in text)
+
+    def lap(pad: str, i: int) -> None:
+        if timed:  # the time since the last read goes to the hook that just ran
+            put(pad, "now = clock()", f"dt{i} += now - t", "t = now")
+
+    put(base, "at = producer")
+    if timed:
+        put(base, "t = clock()")
+    put(
+        base,
+        "try:",
+        "    events = handle_demand(demand)",
+        "except BaseException:",
+        "    producer.current_hook = 'handle_demand'",
+        "    producer._demand_in_hand = demand",
+        "    raise",
+    )
+    lap(base, 0)
+    put(
+        base,
+        "if events.__class__ is not list:",
+        "    return _not_a_list(producer, levels, demand, events)",
+        "n = len(events)",
+        "if not n:",
+        "    return None",
+        "if n > entry[0]:",
+        "    _release(levels, 0)",
+        "    producer.counters.made += n",
+        "    producer._dispatch(events)",
+        "    return None",
+        "entry[0] -= n",
+    )
+
+    def level(j: int, pad: str) -> None:
+        asks = "({})".format("".join(f"ask{i}, " for i in range(j)))
+        asks_j = "({})".format("".join(f"ask{i}, " for i in range(j + 1)))
+        pc = j < k - 1
+        put(
+            pad,
+            f"sent{j} += n",
+            f"max_demand = ds{j}.max_demand",
+            f"min_demand = ds{j}.min_demand",
+            f"pending = ds{j}.pending",
+            f"if inbox{j} or n > pending or n > max_demand - min_demand"
+            + (f" or to{j}.pc_demand <= 0:" if pc else ":"),
+            f"    unhandled{j} += n",
+            f"    return _receipt(levels, {j}, events, {asks})",
+            f"count{j} += 1",
+            "left = pending - n",
+            "if left <= min_demand:",
+            f"    ask{j} = max_demand - left",
+            f"    ds{j}.pending = max_demand",
+            "else:",
+            f"    ask{j} = 0",
+            f"    ds{j}.pending = left",
+            f"at = to{j}",
+            "try:",
+            f"    result = handle{j}(events)",
+        )
+        lap(pad + "    ", j + 1)
+        put(
+            pad,
+            "    if result.__class__ is not list:",
+            "        if result is not None and isawaitable(result):",
+            f"            unhandled{j} += n",
+            f"            count{j} -= 1",
+            f"            return _to_task(levels, {j}, events, ask{j}, {asks}, result)",
+            # (a consumer's result is not used)
+            *([f"        result = as_events(to{j}.name, 'handle_events', result)"] * pc),
+            "except Exception as exc:",
+            f"    unhandled{j} += n",
+            f"    count{j} -= 1",
+            f"    return _to_task(levels, {j}, events, ask{j}, {asks}, error=exc)",
+        )
+        if pc:
+            put(
+                pad,
+                "m = len(result)",
+                "if m:",
+                f"    if m > out{j}[0]:",
+                f"        return _dispatch(levels, {j}, result, {asks_j})",
+                f"    out{j}[0] -= m",
+                f"    pc_demand = to{j}.pc_demand",
+                f"    to{j}.pc_demand = pc_demand - m if pc_demand > m else 0",
+                "    events = result",
+                "    n = m",
+            )
+            level(j + 1, pad + "    ")
+            # Back up: the ask of the level below (``held``), then this level's own.
+            put(
+                pad,
+                "else:",
+                "    held = 0",
+                f"if inbox{j}:",
+                "    if held:",
+                f"        inbox{j}.append((to{j}._on_ask, sub{j + 1}, held))",
+                f"        posted{j + 1} += held",
+                f"    return _mail(levels, {j}, {asks_j})",
+                "if held:",
+                f"    if held > d{j}._max:",
+                f"        d{j}._max = held",
+                f"    out{j}[0] += held",
+                f"    to{j}.pc_demand += held",
+            )
+        else:
+            put(pad, f"if inbox{j}:", f"    return _mail(levels, {j}, {asks_j})")
+        put(pad, f"held = ask{j}", "if held:", f"    asked{j} += held")
+
+    level(0, base)
+    put(
+        base,
+        "if not held:",
+        "    return None",
+        "rounds += 1",
+        "if mailbox or producer.finishing or rounds == FAIRNESS:",
+        "    mailbox.append((producer._on_ask, sub0, held))",
+        "    posted0 += held",
+        "    return checkpoint() if rounds == FAIRNESS else None",
+        "if held > dispatcher._max:",
+        "    dispatcher._max = held",
+        "entry[0] += held",
+        "demand = held",
+    )
+    return lines
 
 
 # The ordinary way, from wherever a round stands (the loop's exits).
@@ -359,8 +390,13 @@ def _flush(
     asked: tuple,
     posted: tuple,
     unhandled: tuple,
+    start: float,
+    times: tuple,
 ) -> None:
-    """Add the loop's sums to the counters, as the messages would have counted."""
+    """Add the loop's sums to the counters, as the messages would have counted, and
+    split the loop's time among the chain's stages by what its timed rounds measured:
+    each stage busy in its own hook, back-pressured while a stage after it worked,
+    idle while a stage before it worked (``timing.py``)."""
     upstream = producer.counters
     for i, level in enumerate(levels):
         counters = level[3]
@@ -374,6 +410,18 @@ def _flush(
         counters.batches += count[i]
         counters.demand_out += asked[i]
         upstream = counters
+    end = clock()
+    measured = sum(times)
+    if measured <= 0:
+        return
+    share = (end - start) / measured
+    stages = [producer, *(level[1] for level in levels)]
+    before = 0.0
+    for i, proc in enumerate(stages):
+        own = times[i]
+        proc.time.fused(start, end, own * share, (measured - before - own) * share, before * share)
+        proc.time.mode = rest_mode(proc)
+        before += own
 
 
 def _release(levels: list[_Level], start: int) -> None:

@@ -15,7 +15,16 @@ from ..watchdog import latest_per_stage
 from . import cells
 from .cells import CELL_CLASSES, KINDS, CellError, _CellHooks
 
-PIPELINE_COMMANDS = ("start", "stop", "status", "show", "plot", "dashboard", "reset")
+PIPELINE_COMMANDS = (
+    "start",
+    "stop",
+    "status",
+    "explain",
+    "show",
+    "plot",
+    "dashboard",
+    "reset",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,6 +266,8 @@ class StageMagics(Magics):
             return p.metrics.totals()[
                 ["kind", "status", "events_in", "events_out", "buffer_size", "dropped", "failed"]
             ]
+        if command == "explain":
+            return p.explain()  # Markdown in a notebook, text elsewhere
         if command == "show":
             return p.draw()
         if command == "plot":

@@ -17,6 +17,7 @@ from ..core.errors import Failure, PipelineError
 from ..core.process import Process
 from ..core.subscription import Subscription
 from ..metrics import Metrics
+from ..stalls import Stall
 from ..watchdog import SlowHandler
 from .graph import GraphBuilding
 from .runner import Running
@@ -58,11 +59,15 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
     ``metrics_interval`` (seconds between metric samples, default 0.25; ``None``
     samples only at the start and the end of a run); ``slow_handler`` (seconds a stage
     hook may hold the event loop before a ``SlowHandler`` warning names it in
-    ``warnings`` and in the log, default 1.0; ``None`` turns the watchdog off).
+    ``warnings`` and in the log, default 1.0; ``None`` turns the watchdog off);
+    ``stall_after`` (seconds without any movement, while a link waits for events, before
+    a ``Stall`` notice names where and why in ``warnings`` and in the log, default 5.0;
+    ``None`` turns it off).
 
     After a run: ``failures`` (stage name -> list of ``Failure``), ``error`` (the
-    ``PipelineError`` of the last run, or None) and ``warnings`` (``SlowHandler``
-    records, newest last).
+    ``PipelineError`` of the last run, or None) and ``warnings`` (``SlowHandler`` and
+    ``Stall`` records, newest last). ``explain()`` and ``bottleneck()`` say what limits
+    the pipeline now.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
         on_failure: str = "stop",
         metrics_interval: float | None = 0.25,
         slow_handler: float | None = 1.0,
+        stall_after: float | None = 5.0,
     ) -> None:
         if on_failure not in ON_FAILURE:
             raise ValueError(
@@ -79,9 +85,12 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
             )
         _check_seconds("metrics_interval", metrics_interval, "no sampling")
         _check_seconds("slow_handler", slow_handler, "no watchdog")
+        _check_seconds("stall_after", stall_after, "no stall notices")
         self.name = name
+        self.stall_after = None if stall_after is None else float(stall_after)
+        self._stall_watch: Any = None
         self.slow_handler = None if slow_handler is None else float(slow_handler)
-        self.warnings: list[SlowHandler] = []
+        self.warnings: list[SlowHandler | Stall] = []
         self.on_failure = on_failure
         self.metrics_interval = None if metrics_interval is None else float(metrics_interval)
         self.metrics = Metrics(self)

@@ -18,6 +18,7 @@ import sniffio
 
 from ..core.errors import PipelineError
 from ..core.process import Process
+from ..stalls import StallWatch
 from ..watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -104,6 +105,9 @@ class Running:
                     tg.start_soon(self.metrics.run, self.metrics_interval, self._ended)
                 if watchdog is not None:
                     tg.start_soon(watchdog.beat, self._ended)
+                if self.stall_after is not None:
+                    self._stall_watch = StallWatch(self, self.stall_after)
+                    tg.start_soon(self._stall_watch.run, self._ended)
         except BaseExceptionGroup as group:
             # An interrupt that reached the task group itself: raise it plainly.
             interrupt = group.subgroup((KeyboardInterrupt, SystemExit))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class Views:
-    """The faces of ``Pipeline``: stream, plot, draw, dashboard."""
+    """The faces of ``Pipeline``: stream, bottleneck, explain, plot, draw, dashboard."""
 
     _graph: nx.DiGraph
     _procs: dict[str, Process]
@@ -45,6 +45,40 @@ class Views:
         from ..stream import EventStream
 
         return EventStream(self, self._stage("stream", stage), max_demand)
+
+    def bottleneck(self) -> str | None:
+        """The name of the stage that limits throughput now: the busiest in its own
+        hooks over the last second or so (or a producer waiting for outside input when
+        none is busy); None before two metric samples exist.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable(range(10))), p.add(gs.consumer(len)))
+        >>> p.bottleneck() is None  # not run yet
+        True
+        """
+        from ..explain import find_bottleneck, recent
+
+        if self.running:
+            self.metrics.sample()
+        return find_bottleneck(self, recent(self))
+
+    def explain(self) -> Any:
+        """An ``Explanation`` of what limits the pipeline now: ``.bottleneck``,
+        ``.stages`` (busy, backpressured, idle and throughput per stage), ``.advice``
+        (what to change, naming the stage and the option) and ``.stalls``. Markdown in
+        a notebook, text by ``str()``; ``%pipeline explain`` shows it.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline(metrics_interval=None)
+        >>> _ = p.link(p.add(gs.from_iterable(range(10))), p.add(gs.consumer(len)))
+        >>> p.run_sync()
+        >>> list(p.explain().stages.columns)
+        ['kind', 'busy', 'backpressured', 'idle', 'throughput']
+        """
+        from ..explain import explain
+
+        return explain(self)
 
     def plot(self) -> Any:
         """A matplotlib Figure: throughput, buffer size and outstanding demand over

@@ -1,0 +1,103 @@
+"""Where a stage's time goes: busy, back-pressured or idle (Flink's three times).
+
+- **busy**: in its hooks (running, or awaiting inside an async hook; for work in flight
+  on an executor or in worker tasks, while any is in flight);
+- **back-pressured**: it could make or pass on events, but its consumers gave no demand
+  (a producer with no demand outstanding, a producer-consumer with none from
+  downstream);
+- **idle**: waiting for events (or for outside input) with demand outstanding.
+
+The rest of the time, if any, it waited for its turn on the event loop while another
+stage's hook ran; so the three add up to at most the time that passed.
+
+The runtime reads the clock when a hook starts and when it ends (per batch, never per
+event) and when a producer-consumer's downstream demand comes back; between hooks the
+stage is back-pressured or idle by its demand. A chain run by the fused loop
+(``pump.py``) times one round in 16 and splits the loop's time among its stages by what
+those rounds measured: a stage is busy in its own hook, back-pressured while a stage
+after it works (it waits for demand), idle while a stage before it works (it waits for
+events).
+"""
+
+from __future__ import annotations
+
+from time import perf_counter as clock
+
+BUSY, BACKPRESSURED, IDLE = 0, 1, 2
+
+
+class StageTime:
+    """A stage's cumulative busy / back-pressured / idle seconds, and the open segment."""
+
+    __slots__ = ("backpressured", "busy", "idle", "mode", "since")
+
+    def __init__(self) -> None:
+        self.busy = 0.0
+        self.backpressured = 0.0
+        self.idle = 0.0
+        self.mode = IDLE
+        self.since = clock()
+
+    def enter(self, now: float) -> None:
+        """A hook starts: the rest segment before it ends."""
+        mode = self.mode
+        if mode == BACKPRESSURED:
+            self.backpressured += now - self.since
+        elif mode == IDLE:
+            self.idle += now - self.since
+        else:
+            return  # already busy (work in flight): the busy segment goes on
+        self.since = now
+        self.mode = BUSY
+
+    def leave(self, now: float, rest: int) -> None:
+        """A hook ended: the busy segment ends, the stage rests in ``rest``."""
+        if self.mode == BUSY:
+            self.busy += now - self.since
+        self.since = now
+        self.mode = rest
+
+    def rest_as(self, now: float, rest: int) -> None:
+        """The stage rests in ``rest`` from now (its demand changed between hooks)."""
+        if self.mode == BUSY or self.mode == rest:
+            return
+        self.enter(now)
+        self.mode = rest
+
+    def close(self, now: float) -> tuple[float, float, float]:
+        """Count the open segment up to ``now`` (for a sample); the totals."""
+        mode = self.mode
+        elapsed = now - self.since
+        if elapsed > 0:
+            if mode == BUSY:
+                self.busy += elapsed
+            elif mode == BACKPRESSURED:
+                self.backpressured += elapsed
+            else:
+                self.idle += elapsed
+            self.since = now
+        return self.busy, self.backpressured, self.idle
+
+    def fused(self, start: float, end: float, busy: float, bp: float, idle: float) -> None:
+        """A fused loop ran from ``start`` to ``end`` and gave this stage these shares."""
+        if self.mode != BUSY and start > self.since:
+            if self.mode == BACKPRESSURED:
+                self.backpressured += start - self.since
+            else:
+                self.idle += start - self.since
+        self.busy += busy
+        self.backpressured += bp
+        self.idle += idle
+        self.since = end
+
+
+def rest_mode(proc: object) -> int:
+    """How a stage rests between hooks: back-pressured without demand from downstream."""
+    if proc.pc:  # type: ignore[attr-defined]
+        return BACKPRESSURED if proc.pc_demand <= 0 else IDLE  # type: ignore[attr-defined]
+    if proc.producing:  # type: ignore[attr-defined]
+        return BACKPRESSURED if not proc._ready() else IDLE  # type: ignore[attr-defined]
+    return IDLE
+
+
+__all__ = ["BACKPRESSURED", "BUSY", "IDLE", "StageTime", "clock", "rest_mode"]

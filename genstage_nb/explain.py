@@ -1,0 +1,220 @@
+"""What limits a running pipeline, and what to change: ``Pipeline.explain()``.
+
+Back-pressure makes every stage run at the pace of the slowest, so throughput alone
+never says which stage that is. The three times of ``core/timing.py`` do: over the last
+second or so, the **bottleneck** is the stage busiest in its own hooks (the stages
+before it are back-pressured, those after it idle); when no stage is busy, a producer
+that waits with demand outstanding (for outside input) limits the pipeline. The advice
+names the stage and the option to change.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Seconds of history an explanation looks at (at least two samples).
+WINDOW = 1.0
+#: A stage busier than this for the window is worth advice.
+BUSY = 0.5
+
+
+def recent(pipeline: Any) -> dict[str, dict[str, float]] | None:
+    """Stage name -> busy, backpressured, idle, throughput over the last ``WINDOW``
+    seconds of samples (None before two samples exist)."""
+    samples = list(pipeline.metrics._samples)
+    if len(samples) < 2:
+        return None
+    t_last, last = samples[-1]
+    span = max(WINDOW, 4 * (pipeline.metrics_interval or 0.0))
+    first = next((s for s in samples[:-1] if t_last - s[0] <= span and t_last > s[0]), samples[-2])
+    t_first, before = first
+    dt = t_last - t_first
+    if dt <= 0:
+        return None
+    stages: dict[str, dict[str, float]] = {}
+    for name, (kind, _, _, times, *counts) in last.items():
+        old = before.get(name)
+        if old is None:
+            continue
+        shares = [min(max((a - b) / dt, 0.0), 1.0) for a, b in zip(times, old[3], strict=True)]
+        total = sum(shares)
+        if total > 1.0:
+            shares = [x / total for x in shares]
+        # counts follow metrics._COUNTED: events_in first, events_out second
+        handled_now = counts[1] if kind == "producer" else counts[0]
+        handled_then = old[5] if kind == "producer" else old[4]
+        stages[name] = {
+            "kind": kind,
+            "busy": shares[0],
+            "backpressured": shares[1],
+            "idle": shares[2],
+            "throughput": (handled_now - handled_then) / dt,
+        }
+    return stages or None
+
+
+def find_bottleneck(pipeline: Any, stages: dict[str, dict[str, float]] | None) -> str | None:
+    if not stages:
+        return None
+    busiest = max(stages, key=lambda name: stages[name]["busy"])
+    if stages[busiest]["busy"] >= 0.2:
+        return busiest
+    # Nobody works much: a producer waiting for outside input (idle with demand) limits.
+    waiting = [n for n, s in stages.items() if s["kind"] == "producer" and s["idle"] >= 0.5]
+    if waiting:
+        return max(waiting, key=lambda name: stages[name]["idle"])
+    return busiest if stages[busiest]["busy"] > 0 else None
+
+
+def advise(pipeline: Any, name: str | None, stages: dict[str, dict[str, float]]) -> list[str]:
+    """Sentences that name the bottleneck's options (see the module doc)."""
+    if name is None:
+        return []
+    stage = pipeline.stages[name]
+    proc = stage._process
+    s = stages[name]
+    busy = f"{s['busy']:.0%}"
+    advice: list[str] = []
+    if stage.kind == "producer":
+        if s["busy"] >= 0.2:
+            advice.append(
+                f"The producer {name!r} is the bottleneck: its handle_demand is busy {busy} of "
+                f"the time. Return more events per call (it is asked for up to max_demand at "
+                f"once), make it cheaper, or make it async if it waits for I/O."
+            )
+        else:
+            advice.append(
+                f"The producer {name!r} limits the pipeline: it has demand outstanding and "
+                f"waits {s['idle']:.0%} of the time (for outside input); the stages after it "
+                f"are idle, so nothing downstream needs to change."
+            )
+        return advice
+    links = [sub for sub in pipeline.subscriptions if sub.consumer is stage]
+    executor = getattr(stage, "executor", None)
+    concurrency = getattr(stage, "concurrency", 1)
+    if hasattr(stage, "handle_event"):  # a ConcurrentConsumer
+        for sub in links:
+            advice.append(
+                f"{name!r} (a ConcurrentConsumer) is the bottleneck, busy {busy}: it runs at "
+                f"most max_demand events at once; raise `max_demand` of the link "
+                f"{sub.producer.name} -> {name} (now {sub.max_demand}) to run more at once."
+            )
+        return advice
+    if executor is not None:
+        advice.append(
+            f"{name!r} is the bottleneck: its executor is busy {busy} of the time; raise its "
+            f"`concurrency` (now {concurrency}) and the executor's workers."
+        )
+    elif _is_async(stage):
+        advice.append(
+            f"{name!r} is the bottleneck: busy {busy} of the time awaiting its async calls; "
+            f"raise its `concurrency` (now {concurrency}) to have more calls in flight at once."
+        )
+    else:
+        advice.append(
+            f"{name!r} is the bottleneck: its sync hook computes on the event loop {busy} of "
+            f"the time. If it is CPU-bound, move it to an executor "
+            f"(`executor=ProcessPoolExecutor(...)`, `concurrency=` the workers); if it blocks "
+            f"on I/O, a thread pool, or make it async."
+        )
+    counters = proc.counters if proc is not None else None
+    if counters is not None and counters.batches and not getattr(stage, "_gs_map", None):
+        mean = counters.handled / counters.batches
+        for sub in links:
+            full = sub.max_demand - sub.min_demand
+            if sub.max_demand < 1000 and mean >= 0.9 * full:
+                advice.append(
+                    f"If {name!r} pays its cost per batch (a round trip, a query), raise "
+                    f"`max_demand` of the link {sub.producer.name} -> {name} (now "
+                    f"{sub.max_demand}): its batches are full ({mean:.0f} events), so larger "
+                    f"ones pay that cost less often."
+                )
+    return advice
+
+
+def _is_async(stage: Any) -> bool:
+    fn = getattr(stage, "_gs_map", None) or getattr(stage, "handle_events", None)
+    return inspect.iscoroutinefunction(fn)
+
+
+@dataclass
+class Explanation:
+    """What limits a pipeline now (``Pipeline.explain()``).
+
+    - ``bottleneck``: the name of the stage that limits throughput (None before two
+      metric samples exist);
+    - ``stages``: a DataFrame, one row per stage: ``busy``, ``backpressured``, ``idle``
+      (fractions of the last second or so) and ``throughput`` (events/s);
+    - ``advice``: sentences that name a stage and the option to change;
+    - ``stalls``: the ``Stall`` notices of this run (``Pipeline(stall_after=...)``).
+
+    Shown as Markdown in a notebook, as text by ``str()``.
+
+    >>> import genstage_nb as gs
+    >>> p = gs.Pipeline()
+    >>> _ = p.link(p.add(gs.from_iterable(range(10)), name="src"), p.add(gs.consumer(len)))
+    >>> print(p.explain())  # before a run: no samples yet
+    No bottleneck yet: the pipeline needs two metric samples (it has not run).
+    """
+
+    bottleneck: str | None
+    stages: pd.DataFrame
+    advice: list[str] = field(default_factory=list)
+    stalls: list[Any] = field(default_factory=list)
+
+    def _lines(self) -> list[str]:
+        if self.bottleneck is None:
+            return ["No bottleneck yet: the pipeline needs two metric samples (it has not run)."]
+        return [f"Bottleneck: {self.bottleneck}"]
+
+    def __str__(self) -> str:
+        lines = self._lines()
+        if len(self.stages):
+            table = self.stages[["busy", "backpressured", "idle", "throughput"]]
+            lines += ["", table.to_string(float_format=lambda x: f"{x:.2f}")]
+        lines += [f"- {a}" for a in self.advice]
+        lines += [f"stall: {s}" for s in self.stalls]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_markdown_(self) -> str:
+        if self.bottleneck is None:
+            return f"**{self._lines()[0]}**"
+        out = [f"**Bottleneck: `{self.bottleneck}`**", ""]
+        out += [
+            "| stage | busy | back-pressured | idle | events/s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in self.stages.iterrows():
+            mark = " ⬅" if name == self.bottleneck else ""
+            out.append(
+                f"| `{name}`{mark} | {row.busy:.0%} | {row.backpressured:.0%} | "
+                f"{row.idle:.0%} | {row.throughput:,.0f} |"
+            )
+        out += [""] + [f"- {a}" for a in self.advice]
+        out += [f"- **stall**: {s}" for s in self.stalls]
+        return "\n".join(out)
+
+
+def explain(pipeline: Any) -> Explanation:
+    import pandas as pd
+
+    if pipeline.running:
+        pipeline.metrics.sample()  # the latest, not up to an interval old
+    stages = recent(pipeline)
+    name = find_bottleneck(pipeline, stages)
+    columns = ["kind", "busy", "backpressured", "idle", "throughput"]
+    frame = pd.DataFrame.from_dict(stages or {}, orient="index", columns=columns)
+    frame.index.name = "stage"
+    stalls = [w for w in pipeline.warnings if type(w).__name__ == "Stall"]
+    return Explanation(name, frame, advise(pipeline, name, stages or {}), stalls)
+
+
+__all__ = ["Explanation", "explain", "find_bottleneck", "recent"]

@@ -1,0 +1,176 @@
+"""Stall notices: a pipeline that has stopped moving says where and why.
+
+While a pipeline runs, a task checks every fraction of ``Pipeline(stall_after=5.0)``
+seconds whether anything moved (events sent or handled, demand asked) or any hook is at
+work. When nothing has for ``stall_after`` seconds while some link still waits for
+events (demand asked, nothing received), it records a ``Stall`` in ``p.warnings`` and
+logs it, once per stall: the stage whose events are awaited, the links that wait, and
+why, as far as the state shows it. A notice, not an error: a producer may be waiting for
+outside input. A pipeline that moves again may stall again later, and is noticed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from .core.dispatchers import BroadcastDispatcher, PartitionDispatcher
+from .core.timing import BUSY
+
+log = logging.getLogger("genstage_nb")
+
+
+@dataclass
+class Stall:
+    """A pipeline that stopped moving: ``time`` (seconds since the run started) it was
+    noticed, ``stage`` (the stage whose events are awaited), ``subscriptions`` (the
+    links waiting, as ``"producer -> consumer"``) and ``reason``.
+
+    >>> import genstage_nb as gs
+    >>> s = gs.Stall(6.0, "numbers", ["numbers -> sink"], "it was asked for 10 events")
+    >>> s.stage, s.subscriptions
+    ('numbers', ['numbers -> sink'])
+    >>> str(s)[:56]
+    "nothing has moved for a while: 'numbers' sends no events"
+    """
+
+    time: float
+    stage: str
+    subscriptions: list[str]
+    reason: str
+    seconds: float = field(default=0.0, compare=False)
+
+    def __str__(self) -> str:
+        waiting = ", ".join(self.subscriptions)
+        verb = "waits" if len(self.subscriptions) == 1 else "wait"
+        return (
+            f"nothing has moved for a while: {self.stage!r} sends no events while "
+            f"{waiting} {verb}: {self.reason}"
+        )
+
+
+def progress(pipeline: Any) -> tuple[int, bool]:
+    """A number that grows whenever anything moves, and whether a hook is at work."""
+    moved = 0
+    working = False
+    for proc in pipeline._procs.values():
+        c = proc.counters
+        moved += c.events_in + c.events_out + c.handled + c.demand_in + c.demand_out + c.made
+        if proc.time.mode == BUSY or proc._rest is not None or proc._resume is not None:
+            working = True
+    return moved, working
+
+
+def diagnose(pipeline: Any) -> Stall | None:
+    """The stall the pipeline is in now, if some link waits for events."""
+    waiting = [sub for sub in pipeline.subscriptions if sub.active and sub.pending > 0]
+    lonely = [
+        name
+        for name, data in pipeline.graph.nodes(data=True)
+        if data["kind"] in ("producer", "producer_consumer")
+        and pipeline.graph.out_degree(name) == 0
+    ]
+    if not waiting:
+        if lonely:
+            return _stall(pipeline, lonely[0], [], _no_consumer(lonely))
+        return None
+    # The root of the wait: a producer whose own input is not waiting.
+    waiting_for = {sub.consumer.name for sub in waiting}
+    roots = [sub for sub in waiting if sub.producer.name not in waiting_for] or waiting
+    producer = roots[0].producer
+    subs = [sub for sub in waiting if sub.producer is producer]
+    reason = _reason(pipeline, producer, subs)
+    if lonely:
+        reason += "; " + _no_consumer(lonely)
+    return _stall(pipeline, producer.name, subs, reason)
+
+
+def _stall(pipeline: Any, stage: str, subs: list, reason: str) -> Stall:
+    now = time.perf_counter() - pipeline.metrics._started
+    names = [f"{sub.producer.name} -> {sub.consumer.name}" for sub in subs]
+    return Stall(round(now, 3), stage, names, reason)
+
+
+def _no_consumer(names: list[str]) -> str:
+    listed = ", ".join(repr(n) for n in names)
+    return f"{listed} has no consumer (link one with p.link, or its producers wait for it)"
+
+
+def _reason(pipeline: Any, producer: Any, subs: list) -> str:
+    proc = producer._process
+    asked = sum(sub.pending for sub in subs)
+    if proc is None:
+        return "it is not running"
+    if getattr(proc, "accumulating", False) and proc.accumulated:
+        held = sum(v for kind, v in proc.accumulated if kind == "demand")
+        return (
+            f"its demand is held in demand='accumulate' mode ({held} events asked): set "
+            f"stage.demand_mode = 'forward' to release it"
+        )
+    dispatcher = getattr(proc, "dispatcher", None)
+    if isinstance(dispatcher, PartitionDispatcher):
+        for partition, part in dispatcher._parts.items():
+            if part.sub is None and part.queue:
+                return (
+                    f"partition {partition!r} has {len(part.queue)} events queued and no "
+                    f"consumer; the demand of the waiting partitions went to events for it "
+                    f"(link a consumer with partition={partition!r})"
+                )
+    if isinstance(dispatcher, BroadcastDispatcher):
+        for sub in proc.consumers:
+            if sub._demand.manual and dispatcher.demand_of(sub) == 0:
+                return (
+                    f"a BroadcastDispatcher waits for its slowest consumer, and "
+                    f"{sub.consumer.name!r} has manual demand and asks for no more "
+                    f"(call subscription.ask(n) in it)"
+                )
+    if proc.pc:
+        return f"it waits for events of its own producers ({asked} asked of it downstream)"
+    if proc.finishing:
+        return "it is finishing"
+    return (
+        f"it was asked for {asked} events and sends none: its handle_demand returned fewer "
+        f"than asked (a producer that waits for outside input must emit() them when they "
+        f"come)"
+    )
+
+
+class StallWatch:
+    """The task that notices stalls (see the module doc)."""
+
+    def __init__(self, pipeline: Any, after: float) -> None:
+        self.pipeline = pipeline
+        self.after = after
+        self.interval = min(max(after / 4, 0.01), 1.0)
+        self.seen = anyio.Event()  # set at the first stall (tests wait on it)
+        self._noticed = False
+
+    async def run(self, ended: anyio.Event) -> None:
+        pipeline = self.pipeline
+        last, _ = progress(pipeline)
+        since = time.monotonic()
+        while not ended.is_set():
+            with anyio.move_on_after(self.interval):
+                await ended.wait()
+            moved, working = progress(pipeline)
+            now = time.monotonic()
+            if moved != last or working:
+                last, since, self._noticed = moved, now, False
+                continue
+            if self._noticed or now - since < self.after:
+                continue
+            stall = diagnose(pipeline)
+            if stall is None:
+                continue
+            self._noticed = True
+            stall.seconds = round(now - since, 3)
+            pipeline.warnings.append(stall)
+            log.warning("%s: %s", pipeline._label, stall)
+            self.seen.set()
+
+
+__all__ = ["Stall", "StallWatch", "diagnose"]
