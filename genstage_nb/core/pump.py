@@ -31,6 +31,7 @@ from anyio.lowlevel import checkpoint
 from .counters import as_events
 from .dispatchers import DemandDispatcher
 from .mailbox import FAIRNESS
+from .timing import BUSY as AT_WORK
 from .timing import clock, rest_mode
 
 if TYPE_CHECKING:
@@ -327,6 +328,7 @@ def _not_a_list(producer: Process, levels: list[_Level], demand: int, events: An
     producer.current_hook = "handle_demand"
     producer._demand_in_hand = demand
     if events is not None and isawaitable(events):
+        producer.time.enter(clock())  # busy while it awaits
         return producer._handle_demand_async(events)
     producer._demand_handled(events)
     return None
@@ -358,6 +360,7 @@ def _to_task(
     to.current_hook = "handle_events"
     if error is None:
         to._rest = (batches, 0)
+        to.time.enter(clock())  # busy while it awaits
         to._resume = to._consume_async(sub, batches, (0, pending))
     else:
         to._batch_failed(sub, batches, 0)
@@ -419,8 +422,10 @@ def _flush(
     before = 0.0
     for i, proc in enumerate(stages):
         own = times[i]
-        proc.time.fused(start, end, own * share, (measured - before - own) * share, before * share)
-        proc.time.mode = rest_mode(proc)
+        time = proc.time
+        time.fused(start, end, own * share, (measured - before - own) * share, before * share)
+        if time.mode != AT_WORK:  # (an async hook the loop handed over is still at work)
+            time.mode = rest_mode(proc)
         before += own
 
 

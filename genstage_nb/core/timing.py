@@ -80,7 +80,12 @@ class StageTime:
 
     def fused(self, start: float, end: float, busy: float, bp: float, idle: float) -> None:
         """A fused loop ran from ``start`` to ``end`` and gave this stage these shares."""
-        if self.mode != BUSY and start > self.since:
+        if self.mode == BUSY:  # a hook the loop handed over: its busy time runs on
+            self.busy += busy
+            self.backpressured += bp
+            self.idle += idle
+            return
+        if start > self.since:
             if self.mode == BACKPRESSURED:
                 self.backpressured += start - self.since
             else:
