@@ -63,13 +63,19 @@ def notebook_display() -> None:
     select_figure_formats(shell, {"png"})
 
 
+#: The time panel of ``Pipeline.plot``: busy solid, back-pressured dashed, idle dotted.
+TIME_STYLES = (("busy", "-"), ("backpressured", "--"), ("idle", ":"))
+
+
 def plot_metrics(frame: Any, stages: list[str]) -> Figure:
-    """Three panels (throughput, buffer size, outstanding demand) over time."""
+    """Four panels over time: throughput, buffer size, outstanding demand, and the
+    shares of time each stage was busy, back-pressured and idle."""
     notebook_display()
     colours = stage_colours(stages)
-    fig = Figure(figsize=(9, 7.5), layout="constrained")
-    axes = fig.subplots(len(PANELS), 1, sharex=True)
-    for ax, (metric, title, unit) in zip(axes, PANELS, strict=True):
+    fig = Figure(figsize=(9, 9.5), layout="constrained")
+    axes = fig.subplots(len(PANELS) + 1, 1, sharex=True)
+    _time_panel(axes[-1], frame, stages, colours)
+    for ax, (metric, title, unit) in zip(axes[:-1], PANELS, strict=True):
         data = frame[frame["metric"] == metric]
         for name in stages:
             series = data[data["stage"] == name]
@@ -86,6 +92,23 @@ def plot_metrics(frame: Any, stages: list[str]) -> Figure:
     return fig
 
 
+def _time_panel(ax: Any, frame: Any, stages: list[str], colours: dict) -> None:
+    for metric, style in TIME_STYLES:
+        data = frame[frame["metric"] == metric]
+        for name in stages:
+            series = data[data["stage"] == name]
+            if series.empty:
+                continue
+            label = name if metric == "busy" else f"_{name} {metric}"  # one legend entry
+            ax.plot(series["time"], series["value"], style, label=label, color=colours[name])
+    ax.set_title("Busy (solid), back-pressured (dashed), idle (dotted)")
+    ax.set_ylabel("share of time")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(True, alpha=0.3)
+    if ax.get_lines():
+        ax.legend(loc="upper right", fontsize="small")
+
+
 def _layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
     """Left to right by topological generation (cycles fall back to one column each)."""
     try:
@@ -99,8 +122,16 @@ def _layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
     return pos
 
 
-def draw_graph(graph: nx.DiGraph, status: dict[str, str]) -> Figure:
-    """The pipeline graph: kinds coloured, failed stages red, edges labelled."""
+def draw_graph(
+    graph: nx.DiGraph,
+    status: dict[str, str],
+    busy: dict[str, float] | None = None,
+    bottleneck: str | None = None,
+) -> Figure:
+    """The pipeline graph: kinds coloured, failed stages red, edges labelled with
+    max_demand. With ``busy`` (stage -> share of time), nodes are shaded by it instead
+    (white idle to deep red busy), the ``bottleneck`` is outlined, and edges also show
+    the demand pending on them."""
     notebook_display()
     fig = Figure(figsize=(max(4, 2.6 * (len(graph) ** 0.5 + 1)), 3.5), layout="constrained")
     ax = fig.subplots()
@@ -110,13 +141,23 @@ def draw_graph(graph: nx.DiGraph, status: dict[str, str]) -> Figure:
         return fig
     pos = _layout(graph)
     names = list(graph.nodes)
-    colours = [
-        FAILED_COLOUR
-        if status.get(n) == "failed"
-        else KIND_COLOURS.get(graph.nodes[n]["kind"], "#999999")
-        for n in names
-    ]
+    if busy is None:
+        colours = [
+            FAILED_COLOUR
+            if status.get(n) == "failed"
+            else KIND_COLOURS.get(graph.nodes[n]["kind"], "#999999")
+            for n in names
+        ]
+    else:
+        from matplotlib import colormaps
+
+        shade = colormaps["Reds"]
+        colours = [shade(0.1 + 0.8 * min(max(busy.get(n, 0.0), 0.0), 1.0)) for n in names]
     edges = [STATUS_EDGES.get(status.get(n, "idle"), "#888888") for n in names]
+    widths = [2.0] * len(names)
+    if bottleneck in names:
+        i = names.index(bottleneck)
+        edges[i], widths[i] = "#000000", 4.5
     nx.draw_networkx_nodes(
         graph,
         pos,
@@ -125,17 +166,29 @@ def draw_graph(graph: nx.DiGraph, status: dict[str, str]) -> Figure:
         node_color=colours,
         edgecolors=edges,
         node_size=1600,
-        linewidths=2,
+        linewidths=widths,
     )
     nx.draw_networkx_labels(graph, pos, ax=ax, font_size=9)
     nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=18, node_size=1600)
-    labels = {
-        (a, b): f"max_demand={d['subscription'].max_demand}" for a, b, d in graph.edges(data=True)
-    }
+    labels = {}
+    for a, b, d in graph.edges(data=True):
+        sub = d["subscription"]
+        label = f"max_demand={sub.max_demand}"
+        if busy is not None:
+            label += f"\npending={sub.pending}"
+        labels[a, b] = label
     nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8)
-    handles = [_patch(colour, kind.replace("_", "-")) for kind, colour in KIND_COLOURS.items()] + [
-        _patch(FAILED_COLOUR, "failed")
-    ]
+    if busy is None:
+        handles = [
+            _patch(colour, kind.replace("_", "-")) for kind, colour in KIND_COLOURS.items()
+        ] + [_patch(FAILED_COLOUR, "failed")]
+    else:
+        from matplotlib import colormaps
+
+        shade = colormaps["Reds"]
+        handles = [_patch(shade(0.1), "idle"), _patch(shade(0.9), "busy")]
+        if bottleneck is not None:
+            handles.append(_patch("#ffffff", f"bottleneck: {bottleneck}"))
     ax.legend(
         handles=handles,
         loc="lower center",

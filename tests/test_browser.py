@@ -192,7 +192,9 @@ def test_the_dashboard_works_in_jupyterlab(lab):
             # Start the pipeline again: the plot changes between refreshes.
             dashboard.locator("button", has_text="Start").click()
             table.locator("td", has_text="running").first.wait_for(timeout=60_000)
-            plot = dashboard.locator("img").first
+            # The live graph (first picture) beside the metrics plots (second).
+            assert dashboard.locator("img").count() == 2
+            plot = dashboard.locator("img").nth(1)
             plot.wait_for()
             before = plot.get_attribute("src")
             page.wait_for_function(
@@ -201,6 +203,9 @@ def test_the_dashboard_works_in_jupyterlab(lab):
                 timeout=60_000,
             )
             page.screenshot(path=str(ARTIFACTS / "2-running.png"), full_page=True)
+            # The explanation under them names the bottleneck once two samples exist.
+            dashboard.locator("b", has_text="Bottleneck:").first.wait_for(timeout=60_000)
+            dashboard.locator("img").first.screenshot(path=str(ARTIFACTS / "2-graph.png"))
 
             # Move the first slider with the keyboard (as a user does): max_demand
             # follows in the kernel.

@@ -125,10 +125,14 @@ def test_plot_has_three_panels_with_a_line_per_stage_in_one_colour_each():
     fig = p.plot()
     assert isinstance(fig, Figure)
     assert plt.get_fignums() == before  # nothing shown or kept by pyplot
-    axes = fig.axes
+    axes = fig.axes[:3]
     assert [ax.get_title() for ax in axes] == ["Throughput", "Buffer size", "Outstanding demand"]
     assert [ax.get_ylabel() for ax in axes] == ["events/s", "events", "events"]
-    assert axes[-1].get_xlabel() == "time (s)"
+    times = fig.axes[3]  # the shares of time, one legend entry per stage
+    assert times.get_title() == "Busy (solid), back-pressured (dashed), idle (dotted)"
+    assert times.get_ylabel() == "share of time" and times.get_xlabel() == "time (s)"
+    assert [t.get_text() for t in times.get_legend().get_texts()] == ["src", "dbl", "a", "b"]
+    assert len(times.get_lines()) == 3 * 4
     colours = {}
     for ax in axes:
         assert [line.get_label() for line in ax.get_lines()] == ["src", "dbl", "a", "b"]

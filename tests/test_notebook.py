@@ -255,11 +255,14 @@ def test_dashboard_widget_tree_and_slider_binding():
     s2 = p.link(mid, out, max_demand=10, min_demand=2)
     d = p.dashboard()
     assert isinstance(d, w.VBox)
-    buttons, status, warnings, sliders, plot = d.children
+    buttons, status, warnings, sliders, pictures, explanation = d.children
     assert warnings.value == ""  # no slow handler
     assert [b.description for b in buttons.children[:2]] == ["Start", "Stop"]
     assert "<th>stage</th>" in status.value and "src" in status.value
-    assert isinstance(plot, w.Image)
+    graph, plot = pictures.children  # the live graph beside the metrics plots
+    assert isinstance(plot, w.Image) and isinstance(graph, w.Image)
+    assert bytes(graph.value).startswith(b"\x89PNG")
+    assert "No bottleneck yet" in explanation.value
     assert [s.max_slider.description for s in sliders.children] == ["src → mid", "mid → out"]
     assert all(isinstance(s, DemandSliders) for s in sliders.children)
     first, second = sliders.children

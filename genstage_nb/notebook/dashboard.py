@@ -1,7 +1,10 @@
 """``Pipeline.dashboard()``: watch and tune a running pipeline from a notebook.
 
 Start and stop buttons, a status table, one ``IntSlider`` per subscription bound live to
-its ``max_demand`` (with a second one for ``min_demand``), and the metrics plots. While
+its ``max_demand`` (with a second one for ``min_demand``), the graph drawn live (nodes
+shaded by how busy each stage is, the bottleneck outlined, links labelled with
+max_demand and pending demand) beside the metrics plots, and the explanation of what
+limits the pipeline (``Pipeline.explain``) under them. While
 the pipeline runs, a task on the kernel's event loop refreshes the table and the plots
 every ``refresh`` seconds (rendering takes a fraction of that, between two awaits); it
 stops when the pipeline stops or the widget is closed.
@@ -23,6 +26,42 @@ from ..watchdog import latest_per_stage
 
 def _edge(sub: Subscription) -> str:
     return f"{sub.producer.name} → {sub.consumer.name}"
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    return buf.getvalue()
+
+
+def _markdown_html(text: str) -> str:
+    """The explanation's Markdown (a table, a list, bold and code) as HTML."""
+    import re
+
+    def inline(line: str) -> str:
+        line = html.escape(line)
+        line = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", line)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", line)
+
+    out, rows = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-:"):
+                continue
+            tag = "th" if not rows else "td"
+            rows.append("<tr>" + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if rows:
+            out.append("<table>" + "".join(rows) + "</table>")
+            rows = []
+        if line.startswith("- "):
+            out.append(f"<div>&bull; {inline(line[2:])}</div>")
+        elif line:
+            out.append(f"<div>{inline(line)}</div>")
+    if rows:
+        out.append("<table>" + "".join(rows) + "</table>")
+    return "".join(out)
 
 
 class DemandSliders(w.HBox):
@@ -88,6 +127,8 @@ class Dashboard(w.VBox):
         self.warnings = w.HTML()
         self.sliders = [DemandSliders(sub) for sub in pipeline.subscriptions]
         self.plot = w.Image(format="png", layout=w.Layout(max_width="900px"))
+        self.graph = w.Image(format="png", layout=w.Layout(max_width="480px"))
+        self.explanation = w.HTML()
         self.message = w.HTML()
         self.refreshes = 0
         self._task: asyncio.Task | None = None
@@ -98,7 +139,8 @@ class Dashboard(w.VBox):
                 self.status,
                 self.warnings,
                 w.VBox(self.sliders),
-                self.plot,
+                w.HBox([self.graph, self.plot]),
+                self.explanation,
             ]
         )
         self.update()
@@ -158,11 +200,10 @@ class Dashboard(w.VBox):
             f"<div style='color:#b8620b'>&#9888; {html.escape(str(record))}</div>"
             for record in latest_per_stage(self.pipeline.warnings)
         )
+        self.graph.value = _png(self.pipeline.draw(busy=True))
         if len(self.pipeline.metrics):
-            fig = self.pipeline.plot()
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=72)
-            self.plot.value = buf.getvalue()
+            self.plot.value = _png(self.pipeline.plot())
+        self.explanation.value = _markdown_html(self.pipeline.explain()._repr_markdown_())
 
     def _status_table(self) -> str:
         totals = self.pipeline.metrics.totals()

@@ -82,24 +82,29 @@ class Views:
 
     def plot(self) -> Any:
         """A matplotlib Figure: throughput, buffer size and outstanding demand over
-        time, one line per stage (same colour in every panel). Never calls plt.show.
+        time, and the shares of time each stage was busy, back-pressured and idle; one
+        colour per stage in every panel. Never calls plt.show.
 
         >>> import genstage_nb as gs
         >>> p = gs.Pipeline()
         >>> _ = p.link(p.add(gs.from_iterable(range(100))), p.add(gs.consumer(len)))
         >>> p.run_sync()
-        >>> fig = p.plot(); [ax.get_title() for ax in fig.axes]
+        >>> fig = p.plot(); [ax.get_title() for ax in fig.axes][:3]
         ['Throughput', 'Buffer size', 'Outstanding demand']
+        >>> fig.axes[3].get_ylabel()
+        'share of time'
         >>> fig.savefig("metrics.png")  # doctest: +SKIP
         """
         from ..plotting import plot_metrics
 
         return plot_metrics(self.metrics.frame(), list(self._procs))
 
-    def draw(self) -> Any:
+    def draw(self, busy: bool = False) -> Any:
         """A matplotlib Figure of the graph, left to right by topological generation:
         nodes coloured by kind (a failed stage in red), edges labelled with
-        max_demand.
+        max_demand. ``busy=True`` shades the nodes by how busy each stage is now,
+        outlines the bottleneck and shows each link's pending demand (the dashboard's
+        live graph).
 
         >>> import genstage_nb as gs
         >>> p = gs.Pipeline()
@@ -110,7 +115,13 @@ class Views:
         """
         from ..plotting import draw_graph
 
-        return draw_graph(self._graph, self.status)
+        if not busy:
+            return draw_graph(self._graph, self.status)
+        from ..explain import find_bottleneck, recent
+
+        stages = recent(self) or {}
+        shares = {name: row["busy"] for name, row in stages.items()}
+        return draw_graph(self._graph, self.status, shares, find_bottleneck(self, stages))
 
     def dashboard(self, refresh: float = 1.0) -> Any:
         """An ipywidgets dashboard: start/stop buttons, a status table, a slider per
