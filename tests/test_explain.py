@@ -228,3 +228,31 @@ async def test_a_slow_hook_is_no_stall():
 def test_stall_after_is_checked():
     with pytest.raises(ValueError, match="Pipeline: stall_after must be a number of seconds > 0"):
         gs.Pipeline(stall_after=0)
+
+
+def test_pipeline_explain_magic_returns_the_explanation():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "genstage_nb")
+    p = shell.user_ns["p"] = gs.Pipeline(metrics_interval=0.01)
+    src = p.add(gs.from_iterable(range(200)), name="src")
+    p.link(src, p.add(gs.consumer(lambda events: spin(0.001), name="sink")), max_demand=10)
+    p.run_sync()
+    explanation = shell.run_line_magic("pipeline", "explain --pipeline p")
+    assert isinstance(explanation, gs.Explanation)
+    assert explanation.bottleneck == "sink"
+    shell.user_ns.pop("p")
+
+
+async def test_the_live_graph_outlines_the_bottleneck():
+    p = gs.Pipeline(metrics_interval=0.01)
+    src = p.add(gs.from_iterable(range(200)), name="src")
+    p.link(src, p.add(gs.consumer(lambda events: spin(0.001), name="sink")), max_demand=10)
+    await p.run()
+    fig = p.draw(busy=True)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["idle", "busy", "bottleneck: sink"]
+    edge_labels = [t.get_text() for t in fig.axes[0].texts if "max_demand" in t.get_text()]
+    (label,) = edge_labels
+    assert label.startswith("max_demand=10\npending=")
