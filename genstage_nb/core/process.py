@@ -59,6 +59,9 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         self.stop_reason: Any = None
         self.counters = Counters()
         self.time = StageTime()  # busy / back-pressured / idle (timing.py)
+        # Fused loops before the next timed round, and rounds since the last (pump.py).
+        self._until_timed = 0
+        self._untimed = 0
         self.current: list = []
         self.current_hook = ""
         self.producing = hasattr(stage, "emit")

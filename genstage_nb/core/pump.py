@@ -31,7 +31,6 @@ from anyio.lowlevel import checkpoint
 from .counters import as_events
 from .dispatchers import DemandDispatcher
 from .mailbox import FAIRNESS
-from .timing import BUSY as AT_WORK
 from .timing import clock, rest_mode
 
 if TYPE_CHECKING:
@@ -137,6 +136,7 @@ def _loop(k: int) -> Any:
         "_mail": _mail,
         "_release": _release,
         "_flush": _flush,
+        "_timed": _timed,
         "as_events": as_events,
         "isawaitable": isawaitable,
         "checkpoint": checkpoint,
@@ -162,18 +162,17 @@ def loop_source(k: int) -> str:
     for j in r:
         src.append(f"    sub{j}, to{j}, ds{j}, _, handle{j}, out{j}, d{j}, inbox{j} = L{j}")
         src.append(f"    sent{j} = count{j} = asked{j} = posted{j} = unhandled{j} = 0")
-    times = ", ".join(f"dt{i}" for i in range(k + 1))
     src += [
         "    handle_demand = producer.stage.handle_demand",
         "    dispatcher = producer.dispatcher",
         "    entry = dispatcher._demands[0]",
         "    mailbox = producer.mailbox",
         "    rounds = 0",
-        "    {} = 0.0".format(" = ".join(f"dt{i}" for i in range(k + 1))),
-        "    start = clock()",
+        "    producer._until_timed -= 1",
+        "    timed = producer._until_timed < 0  # the first round of some loops",
         "    try:",
         "        while True:",
-        "            if rounds & 15:",
+        "            if rounds or not timed:",
         *_round(k, "                ", timed=False),
         "            else:  # the same round, timed",
         *_round(k, "                ", timed=True),
@@ -182,8 +181,7 @@ def loop_source(k: int) -> str:
     ]
     for name in ("sent", "count", "asked", "posted", "unhandled"):
         src.append(f"        {name} = (%s)" % "".join(f"{name}{j}, " for j in r))
-    flush = "_flush(producer, levels, sent, count, asked, posted, unhandled, start"
-    src.append(f"        {flush}, ({times},))")
+    src.append("        _flush(producer, levels, sent, count, asked, posted, unhandled)")
     return "\n".join(src) + "\n"
 
 
@@ -196,11 +194,11 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
 
     def lap(pad: str, i: int) -> None:
         if timed:  # the time since the last read goes to the hook that just ran
-            put(pad, "now = clock()", f"dt{i} += now - t", "t = now")
+            put(pad, "now = clock()", f"took{i} = now - t", "t = now")
 
     put(base, "at = producer")
-    if timed:
-        put(base, "t = clock()")
+    if timed:  # (a level the round does not reach took no time)
+        put(base, "{} = 0.0".format(" = ".join(f"took{i}" for i in range(k + 1))), "t = clock()")
     put(
         base,
         "try:",
@@ -302,6 +300,11 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
         put(pad, f"held = ask{j}", "if held:", f"    asked{j} += held")
 
     level(0, base)
+    if timed:
+        put(
+            base,
+            "_timed(producer, levels, ({},))".format(", ".join(f"took{i}" for i in range(k + 1))),
+        )
     put(
         base,
         "if not held:",
@@ -393,13 +396,9 @@ def _flush(
     asked: tuple,
     posted: tuple,
     unhandled: tuple,
-    start: float,
-    times: tuple,
 ) -> None:
-    """Add the loop's sums to the counters, as the messages would have counted, and
-    split the loop's time among the chain's stages by what its timed rounds measured:
-    each stage busy in its own hook, back-pressured while a stage after it worked,
-    idle while a stage before it worked (``timing.py``)."""
+    """Add the loop's sums to the counters, as the messages would have counted."""
+    producer._untimed += count[0]  # rounds the next timed round stands for
     upstream = producer.counters
     for i, level in enumerate(levels):
         counters = level[3]
@@ -413,19 +412,33 @@ def _flush(
         counters.batches += count[i]
         counters.demand_out += asked[i]
         upstream = counters
-    end = clock()
-    measured = sum(times)
-    if measured <= 0:
-        return
-    share = (end - start) / measured
-    stages = [producer, *(level[1] for level in levels)]
+
+
+#: The first round of one loop in this many is timed while rounds are cheap (a loop runs
+#: up to ``FAIRNESS`` rounds: at max_demand 1 it runs them all; at larger max_demand, a
+#: round per ask); every loop's first round once a round takes ``COSTLY`` seconds or
+#: more, where two clock reads per hook are nothing beside the hooks. A timed round that
+#: leaves the loop early (for the messages) leaves the next loop to be timed.
+TIMED_EVERY = 64
+COSTLY = 20e-6
+
+
+def _timed(producer: Process, levels: list[_Level], times: tuple) -> None:
+    """A timed round: each stage busy in its own hook, back-pressured while a stage
+    after it worked (it waited for demand), idle while a stage before it worked (it
+    waited for events); it stands for the rounds since the last timed one
+    (``timing.py``)."""
+    total = sum(times)
     before = 0.0
+    weight = max(producer._untimed, 1)  # the rounds since the last timed one
+    producer._untimed = 0
+    producer._until_timed = 0 if total >= COSTLY else TIMED_EVERY - 1
+    stages = [producer, *(level[1] for level in levels)]
     for i, proc in enumerate(stages):
         own = times[i]
-        time = proc.time
-        time.fused(start, end, own * share, (measured - before - own) * share, before * share)
-        if time.mode != AT_WORK:  # (an async hook the loop handed over is still at work)
-            time.mode = rest_mode(proc)
+        proc.time.estimate(
+            weight * own, weight * (total - before - own), weight * before, rest_mode(proc)
+        )
         before += own
 
 

@@ -13,8 +13,8 @@ stage's hook ran; so the three add up to at most the time that passed.
 The runtime reads the clock when a hook starts and when it ends (per batch, never per
 event) and when a producer-consumer's downstream demand comes back; between hooks the
 stage is back-pressured or idle by its demand. A chain run by the fused loop
-(``pump.py``) times one round in 16 and splits the loop's time among its stages by what
-those rounds measured: a stage is busy in its own hook, back-pressured while a stage
+(``pump.py``) times the first round of one loop in 64 and counts it for the rounds
+since the last timed one: a stage is busy in its own hook, back-pressured while a stage
 after it works (it waits for demand), idle while a stage before it works (it waits for
 events).
 """
@@ -65,7 +65,8 @@ class StageTime:
         self.mode = rest
 
     def close(self, now: float) -> tuple[float, float, float]:
-        """Count the open segment up to ``now`` (for a sample); the totals."""
+        """Count the open segment up to ``now`` (for a sample); the totals. (A fused
+        loop's estimate may have moved ``since`` a little past ``now``: nothing then.)"""
         mode = self.mode
         elapsed = now - self.since
         if elapsed > 0:
@@ -78,22 +79,16 @@ class StageTime:
             self.since = now
         return self.busy, self.backpressured, self.idle
 
-    def fused(self, start: float, end: float, busy: float, bp: float, idle: float) -> None:
-        """A fused loop ran from ``start`` to ``end`` and gave this stage these shares."""
-        if self.mode == BUSY:  # a hook the loop handed over: its busy time runs on
-            self.busy += busy
-            self.backpressured += bp
-            self.idle += idle
-            return
-        if start > self.since:
-            if self.mode == BACKPRESSURED:
-                self.backpressured += start - self.since
-            else:
-                self.idle += start - self.since
+    def estimate(self, busy: float, bp: float, idle: float, rest: int) -> None:
+        """Time the fused loop estimates this stage spent (one timed round, weighted
+        for the rounds not timed). The rest segment is moved on past it, so that the
+        same time is not counted twice; the stage rests in ``rest`` after it."""
         self.busy += busy
         self.backpressured += bp
         self.idle += idle
-        self.since = end
+        if self.mode != BUSY:  # (an async hook the loop handed over runs on)
+            self.since += busy + bp + idle
+            self.mode = rest
 
 
 def rest_mode(proc: object) -> int:
