@@ -81,7 +81,9 @@ async def concurrent_consumer(call, n: int, k: int) -> int:
             done.append(await call(event))
 
     p = gs.Pipeline(metrics_interval=None)
-    p.link(p.add(gs.from_iterable(range(n))), p.add(Call()), max_demand=k, min_demand=k // 2)
+    # It asks again once min_demand events are done (ConsumerSupervisor's rule): with
+    # min_demand 0 each finished event is replaced at once, k stay in flight.
+    p.link(p.add(gs.from_iterable(range(n))), p.add(Call()), max_demand=k, min_demand=0)
     await p.run()
     return len(done)
 

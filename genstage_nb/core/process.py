@@ -91,7 +91,7 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         self._final_failure: Failure | None = None
         # The sync fast path (see post): set while the task waits for messages.
         self._parked = False
-        self.inline = not self.concurrent
+        self.inline = True  # (see mailbox.py; a ConcurrentConsumer too)
         self._resume: Any = None
         self._inline_error: BaseException | None = None
         # Work in flight on an executor or on the event loop (see jobs.py).

@@ -74,6 +74,7 @@ def chain(producer: Process) -> list[_Level] | None:
             or to.stopped
             or not to.inline
             or to.jobs  # work in flight: on an executor, or calls on the loop
+            or to.concurrent  # a ConcurrentConsumer: an event at a time, in its workers
             or to._rest is not None
             or sub._demand.manual
             or sub not in to.producers
