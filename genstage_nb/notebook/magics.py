@@ -267,7 +267,10 @@ class StageMagics(Magics):
                 ["kind", "status", "events_in", "events_out", "buffer_size", "dropped", "failed"]
             ]
         if command == "explain":
-            return p.explain()  # Markdown in a notebook, text elsewhere
+            from IPython.display import display
+
+            display(p.explain())  # Markdown in a notebook, text elsewhere
+            return None
         if command == "show":
             return p.draw()
         if command == "plot":
