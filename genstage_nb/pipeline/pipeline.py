@@ -89,6 +89,7 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
         self.name = name
         self.stall_after = None if stall_after is None else float(stall_after)
         self._stall_watch: Any = None
+        self._tuners: list[Any] = []  # Pipeline.autotune
         self.slow_handler = None if slow_handler is None else float(slow_handler)
         self.warnings: list[SlowHandler | Stall] = []
         self.on_failure = on_failure

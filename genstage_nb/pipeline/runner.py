@@ -108,6 +108,9 @@ class Running:
                 if self.stall_after is not None:
                     self._stall_watch = StallWatch(self, self.stall_after)
                     tg.start_soon(self._stall_watch.run, self._ended)
+                for tuner in self._tuners:
+                    if not tuner._stopped:
+                        tg.start_soon(tuner.run, self._ended)
         except BaseExceptionGroup as group:
             # An interrupt that reached the task group itself: raise it plainly.
             interrupt = group.subgroup((KeyboardInterrupt, SystemExit))

@@ -80,6 +80,31 @@ class Views:
 
         return explain(self)
 
+    def autotune(self, *, target_latency: float = 1.0, max_in_flight: int = 100_000) -> Any:
+        """Let the pipeline tune its ``max_demand`` (a ``Tuner``): on a running
+        pipeline, or before ``start``/``run`` (it starts with the run).
+
+        It grows ``max_demand`` (and ``min_demand`` at half) of the links through the
+        bottleneck while the end-to-end throughput grows, keeps the events in flight
+        within ``max_in_flight`` and within what the pipeline handles in
+        ``target_latency`` seconds, then settles; ``tuner.history``, ``tuner.settled``,
+        ``tuner.stop()``. It tunes with ``Subscription.tune``, like the sliders.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable(range(10))), p.add(gs.consumer(len)))
+        >>> tuner = p.autotune(target_latency=0.5)
+        >>> tuner.settled, list(tuner.history.columns)
+        (False, ['time', 'link', 'max_demand', 'throughput'])
+        """
+        from ..tuning import Tuner
+
+        tuner = Tuner(self, target_latency=target_latency, max_in_flight=max_in_flight)
+        self._tuners.append(tuner)
+        if self._running and self._tg is not None and self._ended is not None:
+            self._tg.start_soon(tuner.run, self._ended)
+        return tuner
+
     def plot(self) -> Any:
         """A matplotlib Figure: throughput, buffer size and outstanding demand over
         time, and the shares of time each stage was busy, back-pressured and idle; one

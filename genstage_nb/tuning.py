@@ -1,0 +1,273 @@
+"""``Pipeline.autotune()``: max_demand chosen from measured throughput, within bounds.
+
+Bigger batches amortise what a stage pays per batch (a round trip, a query), but every
+event asked for and not yet handled is in flight, and takes memory and time (Flink's
+buffer debloating sizes the data in flight to a target time). The tuner grows the
+``max_demand`` of the links through the bottleneck (``Pipeline.bottleneck``) while the
+end-to-end throughput (events the consumers handle per second) grows, keeps it when
+growing stops helping, and never lets the events in flight (pending demand plus
+buffers) exceed ``max_in_flight`` nor what the pipeline handles in ``target_latency``
+seconds at the measured rate (it backs off when they do). Then it settles and stops
+moving, and tunes again when the throughput shifts (the workload changed).
+
+``TuneRule`` is the decision rule as a pure state machine (throughput samples in,
+max_demand decisions out); ``Tuner`` measures, applies the decisions with
+``Subscription.tune`` (so it composes with the dashboard's sliders) and keeps the
+history.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+
+#: A trial must gain this much throughput to be kept.
+GAIN = 0.05
+#: A settled tuner tunes again when the throughput moves this much.
+SHIFT = 0.3
+
+
+class TuneRule:
+    """The decision rule for one ``max_demand`` (pure: no clock, no I/O).
+
+    ``observe(throughput, in_flight)`` takes the throughput measured at the current
+    value (events/s) and the events in flight, and returns the next value to try, or
+    None to keep it. It doubles the value while each doubling gains at least ``GAIN``,
+    goes back to the last value that did when one does not, and settles; it halves the
+    value when the events in flight exceed ``max_in_flight`` or ``throughput *
+    target_latency`` (and settles once they are within), and never proposes a value
+    whose projected in-flight would exceed them.
+
+    >>> rule = TuneRule(10, max_in_flight=1000, target_latency=1.0)
+    >>> rule.observe(100.0, 30)   # the base: try twice as much
+    20
+    >>> rule.observe(190.0, 60)   # it helped: again
+    40
+    >>> rule.observe(195.0, 120)  # it did not: back to 20, settled
+    20
+    >>> rule.settled, rule.observe(191.0, 60)
+    (True, None)
+    """
+
+    def __init__(
+        self,
+        max_demand: int,
+        *,
+        max_in_flight: int,
+        target_latency: float,
+        factor: int = 2,
+        ceiling: int = 1_000_000,
+    ) -> None:
+        self.current = max_demand
+        self.max_in_flight = max_in_flight
+        self.target_latency = target_latency
+        self.factor = factor
+        self.ceiling = ceiling
+        self.phase = "base"
+        self.best = 0.0
+        self.previous: int | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.phase == "settled"
+
+    def bound(self, throughput: float) -> float:
+        """The most events that may be in flight at this throughput."""
+        by_time = throughput * self.target_latency if throughput > 0 else float("inf")
+        return min(self.max_in_flight, by_time)
+
+    def observe(self, throughput: float, in_flight: int) -> int | None:
+        bound = self.bound(throughput)
+        if in_flight > bound and self.current > 1:
+            # Too much in flight: back off, and measure from there (never this high again
+            # until the workload changes).
+            self.previous = self.current
+            self.current = max(1, self.current // self.factor)
+            self.phase = "backed-off"
+            self.best = 0.0
+            return self.current
+        if self.phase == "backed-off":
+            # Within the bounds again: stay (growing would only cross them again).
+            self.phase = "settled"
+            self.best = throughput
+            return None
+        if self.phase == "base":
+            self.best = throughput
+            return self._grow(throughput, in_flight)
+        if self.phase == "trial":
+            if throughput >= self.best * (1 + GAIN):
+                self.best = throughput
+                return self._grow(throughput, in_flight)
+            # It did not help: back to the last value that did, and stay there.
+            self.phase = "settled"
+            back, self.previous = self.previous, None
+            if back is not None and back != self.current:
+                self.current = back
+                return back
+            return None
+        # Settled: tune again only when the workload changed.
+        if self.best > 0 and abs(throughput - self.best) / self.best > SHIFT:
+            self.phase = "base"
+            return self.observe(throughput, in_flight)
+        return None
+
+    def _grow(self, throughput: float, in_flight: int) -> int | None:
+        new = min(self.ceiling, self.current * self.factor)
+        projected = in_flight * new / self.current if self.current else in_flight
+        if new <= self.current or projected > self.bound(throughput):
+            self.phase = "settled"
+            return None
+        self.previous, self.current = self.current, new
+        self.phase = "trial"
+        return new
+
+
+class Tuner:
+    """Tunes a pipeline's ``max_demand`` while it runs (``Pipeline.autotune``).
+
+    - ``history``: a DataFrame (``time`` since the tuner started, ``link``,
+      ``max_demand``, ``throughput`` measured before the change);
+    - ``settled``: True once it has stopped moving;
+    - ``stop()``: stop tuning (the links keep their values).
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        target_latency: float = 1.0,
+        max_in_flight: int = 100_000,
+        interval: float | None = None,
+    ) -> None:
+        if (
+            isinstance(target_latency, bool)
+            or not isinstance(target_latency, (int, float))
+            or not target_latency > 0
+        ):
+            raise ValueError(
+                f"autotune: target_latency must be a number of seconds > 0, got {target_latency!r}"
+            )
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise ValueError(f"autotune: max_in_flight must be an int >= 1, got {max_in_flight!r}")
+        self.pipeline = pipeline
+        self.target_latency = float(target_latency)
+        self.max_in_flight = max_in_flight
+        self.interval = (
+            interval if interval is not None else max(0.2, pipeline.metrics_interval or 0.25)
+        )
+        self._rows: list[tuple[float, str, int, float]] = []
+        self._rule: TuneRule | None = None
+        self._links: list[Any] = []
+        self._before: dict[Any, tuple[int, int]] = {}
+        self._started = time.perf_counter()
+        self._stopped = False
+        self._done: set[str] = set()
+        self.listeners: list[Any] = []  # called with (subscription, max_demand) on a change
+
+    @property
+    def settled(self) -> bool:
+        return self._rule is not None and self._rule.settled and not self._pending_links()
+
+    @property
+    def history(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self._rows, columns=["time", "link", "max_demand", "throughput"])
+
+    def stop(self) -> None:
+        """Stop tuning; the links keep the values they have."""
+        self._stopped = True
+
+    # -- measuring -----------------------------------------------------------------
+
+    def _handled(self) -> int:
+        return sum(
+            proc.counters.handled
+            for proc in self.pipeline._procs.values()
+            if proc.kind == "consumer"
+        )
+
+    def _in_flight(self) -> int:
+        procs = self.pipeline._procs.values()
+        pending = sum(sub.pending for sub in self.pipeline.subscriptions)
+        return pending + sum(proc.buffered() for proc in procs)
+
+    async def _measure(self, ended: anyio.Event) -> float | None:
+        """Throughput over one interval, after one interval to let a change settle."""
+        for _ in range(2):
+            start, handled = time.perf_counter(), self._handled()
+            with anyio.move_on_after(self.interval):
+                await ended.wait()
+            if ended.is_set() or self._stopped:
+                return None
+        return (self._handled() - handled) / (time.perf_counter() - start)
+
+    # -- deciding ------------------------------------------------------------------
+
+    def _pending_links(self) -> bool:
+        name = self.pipeline.bottleneck()
+        return name is not None and name not in self._done and self._path(name) != []
+
+    def _path(self, name: str) -> list[Any]:
+        """The links through stage ``name``: those before it and after it (a stage's
+        batches are no bigger than what its producer was asked for upstream, and a
+        producer-consumer takes input only as far as its consumers ask)."""
+        import networkx as nx
+
+        graph = self.pipeline.graph
+        if name not in graph:
+            return []
+        around = nx.ancestors(graph, name) | nx.descendants(graph, name) | {name}
+        return [
+            d["subscription"] for a, b, d in graph.edges(data=True) if a in around and b in around
+        ]
+
+    def _apply(self, value: int) -> None:
+        for sub in self._links:
+            if sub.max_demand != value:
+                sub.tune(max_demand=value, min_demand=value // 2)
+                for listener in self.listeners:
+                    listener(sub, value)
+
+    async def run(self, ended: anyio.Event) -> None:
+        """Tune until ``ended`` is set or ``stop()`` is called."""
+        pipeline = self.pipeline
+        while not ended.is_set() and not self._stopped:
+            if self._rule is None or (self._rule.settled and self._pending_links()):
+                name = pipeline.bottleneck()
+                links = self._path(name) if name is not None else []
+                if not links:
+                    if await self._measure(ended) is None:
+                        return
+                    continue
+                self._done.add(name)
+                self._links = links
+                value = max(sub.max_demand for sub in links)
+                self._apply(value)
+                self._rule = TuneRule(
+                    value, max_in_flight=self.max_in_flight, target_latency=self.target_latency
+                )
+                self._name = name
+            throughput = await self._measure(ended)
+            if throughput is None:
+                return
+            was_settled = self._rule.settled
+            new = self._rule.observe(throughput, self._in_flight())
+            if was_settled and not self._rule.settled:
+                self._done = {self._name}  # the workload changed: tune again
+            if new is not None:
+                now = time.perf_counter() - self._started
+                for sub in self._links:
+                    self._rows.append(
+                        (now, f"{sub.producer.name} -> {sub.consumer.name}", new, throughput)
+                    )
+                self._apply(new)
+
+
+__all__ = ["TuneRule", "Tuner"]

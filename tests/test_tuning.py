@@ -1,0 +1,159 @@
+"""The tuner: its decision rule as a pure state machine (unit and hypothesis tests), and
+the tuner on a running pipeline (asyncio and trio)."""
+
+from __future__ import annotations
+
+import itertools
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import genstage_nb as gs
+from genstage_nb.tuning import GAIN, TuneRule
+
+# -- the rule --------------------------------------------------------------------------
+
+
+def test_it_doubles_while_it_helps_then_goes_back_and_settles():
+    rule = TuneRule(10, max_in_flight=10_000, target_latency=1.0)
+    assert rule.observe(100.0, 20) == 20
+    assert rule.observe(200.0, 40) == 40
+    assert rule.observe(400.0, 80) == 80
+    assert rule.observe(401.0, 160) == 40  # no gain: back
+    assert rule.settled and rule.current == 40
+    for _ in range(10):  # a steady workload: it does not move
+        assert rule.observe(400.0 + _, 80) is None
+
+
+def test_it_never_proposes_more_in_flight_than_the_bounds():
+    rule = TuneRule(100, max_in_flight=250, target_latency=1.0)
+    assert rule.observe(10_000.0, 100) == 200  # 200 projected: within 250
+    assert rule.observe(20_000.0, 200) is None  # 400 projected: over the bound
+    assert rule.settled and rule.current == 200
+    latency = TuneRule(100, max_in_flight=10**6, target_latency=0.5)
+    assert latency.observe(300.0, 100) is None  # 200 in flight > 300/s * 0.5 s
+
+
+def test_it_backs_off_when_too_much_is_in_flight_and_stays_within():
+    rule = TuneRule(1000, max_in_flight=500, target_latency=1.0)
+    assert rule.observe(10_000.0, 2000) == 500
+    assert rule.observe(10_000.0, 1000) == 250
+    assert rule.observe(10_000.0, 400) is None  # within the bounds: it stays
+    assert rule.settled and rule.current == 250
+
+
+def test_a_settled_rule_tunes_again_when_the_workload_changes():
+    rule = TuneRule(10, max_in_flight=10_000, target_latency=1.0)
+    rule.observe(100.0, 20)
+    rule.observe(100.0, 40)  # no gain: back to 10, settled
+    assert rule.settled and rule.current == 10
+    assert rule.observe(110.0, 20) is None  # within the shift
+    assert rule.observe(300.0, 20) == 20  # a new workload: it tries again
+    assert not rule.settled
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(1, 5000),
+    bound=st.integers(1, 200_000),
+    latency=st.floats(0.05, 5.0),
+    curve=st.lists(st.floats(1.0, 1e6), min_size=1, max_size=40),
+    per_event=st.floats(0.5, 3.0),
+)
+def test_property_it_keeps_in_flight_within_the_bounds_and_settles(
+    start, bound, latency, curve, per_event
+):
+    """Throughput is any function of max_demand; in flight is per_event * max_demand."""
+    rule = TuneRule(start, max_in_flight=bound, target_latency=latency)
+    value = start
+    steps = 0
+    for step in itertools.count():
+        throughput = curve[min(value.bit_length(), len(curve) - 1)]
+        in_flight = int(per_event * value)
+        new = rule.observe(throughput, in_flight)
+        limit = min(bound, throughput * latency)
+        if new is not None:
+            if new > value:  # a growth is proposed only within the bounds
+                assert in_flight * new / value <= limit + 1e-9
+            value = new
+        assert rule.current == value >= 1
+        if rule.settled:
+            steps = step
+            break
+        assert step < 100, "it must settle"
+    # Settled on a steady input: it does not move any more.
+    throughput = curve[min(value.bit_length(), len(curve) - 1)]
+    for _ in range(5):
+        assert rule.observe(throughput, int(per_event * value)) is None
+    assert steps < 100
+
+
+@given(st.floats(1.0, 1e6), st.floats(0.0, GAIN * 0.99))
+def test_property_a_growth_that_gains_less_than_gain_is_undone(base, gain):
+    rule = TuneRule(64, max_in_flight=10**9, target_latency=10**6)
+    assert rule.observe(base, 64) == 128
+    assert rule.observe(base * (1 + gain), 128) == 64
+    assert rule.settled
+
+
+# -- the tuner -----------------------------------------------------------------------------
+
+pytestmark_async = pytest.mark.anyio
+
+
+class PerBatch(gs.ProducerConsumer):
+    """Pays a round trip per batch, whatever its size."""
+
+    async def handle_events(self, events):
+        await anyio.sleep(0.005)
+        return events
+
+
+@pytest.mark.anyio
+async def test_the_tuner_grows_max_demand_for_a_per_batch_cost_and_settles():
+    p = gs.Pipeline(metrics_interval=0.05)
+    src = p.add(gs.from_iterable(itertools.count()), name="src")
+    lookup = p.add(PerBatch(name="lookup"))
+    sink = p.add(gs.consumer(lambda events: None, name="sink"))
+    p.link(src, lookup, max_demand=10)
+    p.link(lookup, sink, max_demand=10)
+    tuner = p.autotune(max_in_flight=5000)
+    tuner.interval = 0.05
+    changes = []
+    tuner.listeners.append(lambda sub, value: changes.append(value))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        with anyio.fail_after(30):
+            while not tuner.settled:
+                await anyio.sleep(0.05)  # the tuner measures real time: let it
+        await p.stop(timeout=0)
+    history = tuner.history
+    assert list(history.columns) == ["time", "link", "max_demand", "throughput"]
+    assert set(history.link) == {"src -> lookup", "lookup -> sink"}
+    assert all(sub.max_demand > 10 for sub in p.subscriptions)
+    assert all(sub.min_demand == sub.max_demand // 2 for sub in p.subscriptions)
+    assert max(sub.max_demand for sub in p.subscriptions) <= 5000
+    assert changes and max(changes) <= 5000
+
+
+@pytest.mark.anyio
+async def test_a_stopped_tuner_changes_nothing_more():
+    p = gs.Pipeline(metrics_interval=0.05)
+    src = p.add(gs.from_iterable(range(2000)), name="src")
+    p.link(src, p.add(gs.consumer(lambda events: None, name="sink")), max_demand=10)
+    tuner = p.autotune()
+    tuner.stop()
+    await p.run()
+    assert tuner.history.empty and p.subscriptions[0].max_demand == 10
+
+
+def test_autotune_checks_its_options():
+    p = gs.Pipeline()
+    with pytest.raises(
+        ValueError, match="autotune: target_latency must be a number of seconds > 0"
+    ):
+        p.autotune(target_latency=0)
+    with pytest.raises(ValueError, match="autotune: max_in_flight must be an int >= 1"):
+        p.autotune(max_in_flight=0)
