@@ -1,5 +1,5 @@
 """Every benchmark, one after the other: W1 throughput (with peers and the max_demand
-curve), W2 bounded memory, W3 fan-out, W3 scale-out on executors and W4 I/O-bound calls.
+curve), W2 bounded memory, W3 fan-out, W3 scale-out on executors, W4 I/O-bound calls and the autotuner.
 
     python bench/run.py [--quick]
 
@@ -21,6 +21,7 @@ FULL = [
     ["fanout.py"],
     ["executors.py", "--repeat", "5"],
     ["io_bound.py", "--repeat", "5"],
+    ["autotune.py"],
 ]
 QUICK = [
     ["throughput.py", "--events", "200000", "--repeat", "1", "--peer-events", "20000"],
@@ -28,6 +29,7 @@ QUICK = [
     ["fanout.py", "--events", "200000", "--repeat", "1"],
     ["executors.py", "--events", "2000", "--repeat", "1", "--no-dask"],
     ["io_bound.py", "--calls", "500", "--repeat", "1", "--http-calls", "200"],
+    ["autotune.py", "--quick"],
 ]
 
 

@@ -129,7 +129,7 @@ class Tuner:
 
     - ``history``: a DataFrame (``time`` since the tuner started, ``link``,
       ``max_demand``, ``throughput`` measured before the change);
-    - ``settled``: True once it has stopped moving;
+    - ``settled``: True once it has stopped moving (``await tuner.wait_settled()``);
     - ``stop()``: stop tuning (the links keep their values).
     """
 
@@ -169,6 +169,7 @@ class Tuner:
         self._stopped = False
         self._done: set[str] = set()
         self.listeners: list[Any] = []  # called with (subscription, max_demand) on a change
+        self._settled_seen: anyio.Event | None = None  # set when it settles (for waiting)
 
     @property
     def settled(self) -> bool:
@@ -183,6 +184,16 @@ class Tuner:
     def stop(self) -> None:
         """Stop tuning; the links keep the values they have."""
         self._stopped = True
+
+    async def wait_settled(self) -> None:
+        """Wait until the tuner has settled (it keeps watching the workload after)."""
+        if not self.settled:
+            await self._settled_event().wait()
+
+    def _settled_event(self) -> anyio.Event:
+        if self._settled_seen is None:
+            self._settled_seen = anyio.Event()
+        return self._settled_seen
 
     # -- measuring -----------------------------------------------------------------
 
@@ -261,6 +272,8 @@ class Tuner:
             new = self._rule.observe(throughput, self._in_flight())
             if was_settled and not self._rule.settled:
                 self._done = {self._name}  # the workload changed: tune again
+            if self._rule.settled and not self._pending_links():
+                self._settled_event().set()
             if new is not None:
                 now = time.perf_counter() - self._started
                 for sub in self._links:

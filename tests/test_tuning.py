@@ -126,8 +126,7 @@ async def test_the_tuner_grows_max_demand_for_a_per_batch_cost_and_settles():
     async with anyio.create_task_group() as tg:
         tg.start_soon(p.run)
         with anyio.fail_after(30):
-            while not tuner.settled:
-                await anyio.sleep(0.05)  # the tuner measures real time: let it
+            await tuner.wait_settled()
         await p.stop(timeout=0)
     history = tuner.history
     assert list(history.columns) == ["time", "link", "max_demand", "throughput"]
