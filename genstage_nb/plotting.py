@@ -67,9 +67,10 @@ def notebook_display() -> None:
 TIME_STYLES = (("busy", "-"), ("backpressured", "--"), ("idle", ":"))
 
 
-def plot_metrics(frame: Any, stages: list[str]) -> Figure:
+def plot_metrics(frame: Any, stages: list[str], marks: list[float] | None = None) -> Figure:
     """Four panels over time: throughput, buffer size, outstanding demand, and the
-    shares of time each stage was busy, back-pressured and idle."""
+    shares of time each stage was busy, back-pressured and idle. ``marks``: times the
+    autotuner changed max_demand, drawn as dotted lines on the throughput panel."""
     notebook_display()
     colours = stage_colours(stages)
     fig = Figure(figsize=(9, 9.5), layout="constrained")
@@ -82,6 +83,10 @@ def plot_metrics(frame: Any, stages: list[str]) -> Figure:
             if series.empty:
                 continue
             ax.plot(series["time"], series["value"], label=name, color=colours[name])
+        if metric == "throughput":
+            for i, t in enumerate(marks or ()):
+                label = "max_demand tuned" if i == 0 else "_tuned"
+                ax.axvline(t, color="#888888", linestyle=":", linewidth=1, label=label)
         ax.set_title(title)
         ax.set_ylabel(unit)
         ax.grid(True, alpha=0.3)

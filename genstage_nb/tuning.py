@@ -127,8 +127,9 @@ class TuneRule:
 class Tuner:
     """Tunes a pipeline's ``max_demand`` while it runs (``Pipeline.autotune``).
 
-    - ``history``: a DataFrame (``time`` since the tuner started, ``link``,
-      ``max_demand``, ``throughput`` measured before the change);
+    - ``history``: a DataFrame, a row per link changed (``time``: seconds since the run
+      started, as in the metrics; ``link``; the new ``max_demand``; the ``throughput``
+      measured before the change); ``p.plot()`` marks each change;
     - ``settled``: True once it has stopped moving (``await tuner.wait_settled()``);
     - ``stop()``: stop tuning (the links keep their values).
     """
@@ -275,7 +276,7 @@ class Tuner:
             if self._rule.settled and not self._pending_links():
                 self._settled_event().set()
             if new is not None:
-                now = time.perf_counter() - self._started
+                now = time.perf_counter() - pipeline.metrics._started  # as in the metrics
                 for sub in self._links:
                     self._rows.append(
                         (now, f"{sub.producer.name} -> {sub.consumer.name}", new, throughput)

@@ -156,3 +156,35 @@ def test_autotune_checks_its_options():
         p.autotune(target_latency=0)
     with pytest.raises(ValueError, match="autotune: max_in_flight must be an int >= 1"):
         p.autotune(max_in_flight=0)
+
+
+def test_the_dashboard_auto_toggle_runs_a_tuner_and_the_sliders_follow_it():
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(10)), name="src")
+    sub = p.link(src, p.add(gs.consumer(len, name="sink")), max_demand=10)
+    dash = p.dashboard()
+    dash.auto.value = True
+    tuner = dash.tuner
+    assert tuner is not None and tuner in p._tuners
+    for listener in tuner.listeners:  # what the tuner does when it changes a link
+        sub.tune(max_demand=4000, min_demand=2000)
+        listener(sub, 4000)
+    (sliders,) = dash.sliders
+    assert sliders.max_slider.value == 4000 and sliders.max_slider.max >= 4000
+    assert (sub.max_demand, sub.min_demand) == (4000, 2000)
+    dash.auto.value = False
+    assert tuner._stopped and dash.tuner is None
+    dash.close()
+
+
+def test_the_throughput_panel_marks_each_change_of_the_tuner():
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(100)), name="src")
+    p.link(src, p.add(gs.consumer(len, name="sink")))
+    p.run_sync()
+    tuner = p.autotune()
+    tuner._rows += [(0.1, "src -> sink", 2000, 10.0), (0.2, "src -> sink", 4000, 20.0)]
+    throughput = p.plot().axes[0]
+    marks = [line for line in throughput.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_xdata()[0] for line in marks] == [0.1, 0.2]
+    assert "max_demand tuned" in [t.get_text() for t in throughput.get_legend().get_texts()]

@@ -123,6 +123,11 @@ class Dashboard(w.VBox):
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
+        self.auto = w.ToggleButton(
+            value=False, description="auto", icon="magic", tooltip="let it tune max_demand"
+        )
+        self.auto.observe(self._on_auto, names="value")
+        self.tuner: Any = None
         self.status = w.HTML()
         self.warnings = w.HTML()
         self.sliders = [DemandSliders(sub) for sub in pipeline.subscriptions]
@@ -135,7 +140,7 @@ class Dashboard(w.VBox):
         self._closed = False
         super().__init__(
             [
-                w.HBox([self.start_button, self.stop_button, self.message]),
+                w.HBox([self.start_button, self.stop_button, self.auto, self.message]),
                 self.status,
                 self.warnings,
                 w.VBox(self.sliders),
@@ -164,6 +169,24 @@ class Dashboard(w.VBox):
     def stop(self) -> None:
         self.pipeline.stop()
         self.message.value = "stopping"
+
+    def _on_auto(self, change: dict) -> None:
+        """The "auto" toggle: a tuner (``Pipeline.autotune``) moves the sliders."""
+        if change["new"]:
+            self.tuner = self.pipeline.autotune()
+            self.tuner.listeners.append(self._follow_tuner)
+            self.message.value = "tuning max_demand"
+        elif self.tuner is not None:
+            self.tuner.stop()
+            self.tuner = None
+            self.message.value = "tuning stopped"
+
+    def _follow_tuner(self, sub: Subscription, value: int) -> None:
+        for sliders in self.sliders:
+            if sliders.subscription is sub:
+                if value > sliders.max_slider.max:
+                    sliders.max_slider.max = 2 * value
+                sliders.max_slider.value = value
 
     # -- refreshing --------------------------------------------------------------
 

@@ -122,7 +122,8 @@ class Views:
         """
         from ..plotting import plot_metrics
 
-        return plot_metrics(self.metrics.frame(), list(self._procs))
+        marks = sorted({row[0] for tuner in self._tuners for row in tuner._rows})
+        return plot_metrics(self.metrics.frame(), list(self._procs), marks)
 
     def draw(self, busy: bool = False) -> Any:
         """A matplotlib Figure of the graph, left to right by topological generation:
