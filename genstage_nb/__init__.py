@@ -25,7 +25,15 @@ from .core.dispatchers import (
     PartitionDispatcher,
 )
 from .core.errors import Failure, PipelineError
-from .core.factories import consumer, from_iterable, map, producer, producer_consumer  # noqa: A004
+from .core.factories import (  # noqa: A004
+    batcher,
+    consumer,
+    from_iterable,
+    map,
+    producer,
+    producer_consumer,
+)
+from .core.policies import Retry
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
 from .explain import Explanation
@@ -70,10 +78,12 @@ __all__ = [
     "PipelineError",
     "Producer",
     "ProducerConsumer",
+    "Retry",
     "SlowHandler",
     "Stall",
     "Stage",
     "Subscription",
+    "batcher",
     "check_balance",
     "consumer",
     "default_pipeline",

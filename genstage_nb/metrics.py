@@ -36,6 +36,7 @@ METRICS = (
     "demand_in",
     "demand_out",
     "restarts",
+    "retried",
     "busy",
     "backpressured",
     "idle",
@@ -51,6 +52,7 @@ _COUNTED = (
     "demand_in",
     "demand_out",
     "restarts",
+    "retried",
 )
 #: Extra counts in ``totals()`` and ``balance()``.
 _BALANCE = ("made", "accepted", "handled", "unhandled_in", "unhandled_out")
@@ -303,7 +305,7 @@ class Metrics:
                 )
                 ok &= c.events_in == c.handled + c.failed + c.unhandled_in + queued
             if proc.producing:
-                held = proc.dispatcher.buffered()
+                held = proc.dispatcher.buffered() + proc._held_count  # (rate_limit)
                 buffered = proc.buffered() - held
                 row.update(
                     made=c.made,

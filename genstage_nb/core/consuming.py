@@ -88,7 +88,12 @@ class Consuming:
                     return self._consume_async(sub, batches, (0, result))
                 time.leave(clock(), IDLE)
                 self._batch_handled(sub, result, ask, len(batch))
-            except Exception:
+            except Exception as exc:
+                if self.retry is not None and self.retry.retries(exc):
+                    # Called again after a backoff, in the stage's own task.
+                    self._rest = (batches, 0)
+                    again = self._retry_call(self._events_hook, batch, exc)
+                    return self._consume_async(sub, batches, (0, again))
                 time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, 0)
                 raise
@@ -108,7 +113,12 @@ class Consuming:
             i, pending = step
             self._rest = (batches, i)
             try:
-                result = await pending
+                try:
+                    result = await pending
+                except Exception as exc:
+                    if self.retry is None or not self.retry.retries(exc) or self._attempts:
+                        raise
+                    result = await self._retry_call(self._events_hook, batches[i][0], exc)
                 self.time.leave(clock(), IDLE)  # busy while it awaited
                 self._batch_handled(sub, result, batches[i][1], len(batches[i][0]))
                 self.time.mode = rest_mode(self)
@@ -135,7 +145,9 @@ class Consuming:
                     return i, result
                 time.leave(clock(), IDLE)
                 self._batch_handled(sub, result, ask, len(batch))
-            except Exception:
+            except Exception as exc:
+                if self.retry is not None and self.retry.retries(exc):
+                    return i, self._retry_call(self._events_hook, batch, exc)
                 time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, i)
                 raise
@@ -144,6 +156,10 @@ class Consuming:
         self.current = []
         self.current_hook = ""
         return None
+
+    def _events_hook(self) -> Any:
+        """The stage's handle_events as it is now (a re-run cell may have swapped it)."""
+        return self.stage.handle_events
 
     def _batch_handled(self, sub: Subscription, result: Any, ask: int, n: int) -> None:
         counters = self.counters

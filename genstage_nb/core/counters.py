@@ -28,6 +28,7 @@ class Counters:
         "unhandled_out",  # events made and never sent (the stage failed for good)
         "batches",
         "restarts",
+        "retried",  # hook calls made again (retry=)
     )
 
     def __init__(self) -> None:

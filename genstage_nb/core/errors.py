@@ -15,7 +15,8 @@ class Failure:
     when it happened (``time.time()``), ``hook`` the name of the hook that raised, and
     ``restarted`` whether the stage was restarted after it. When the stage failed for
     good, ``unhandled`` holds the events it had received or buffered and will never
-    handle or send (in order), so that nothing is lost silently.
+    handle or send (in order), so that nothing is lost silently. With ``retry=``,
+    ``attempts`` holds the exception of every call made (the last is ``exception``).
 
     >>> f = Failure("double", ValueError("bad"), [1, 2], hook="handle_events")
     >>> f.stage, f.events
@@ -29,6 +30,7 @@ class Failure:
     time: float = field(default_factory=time.time)
     restarted: bool = False
     unhandled: list = field(default_factory=list)
+    attempts: list = field(default_factory=list)
 
 
 class PipelineError(Exception):

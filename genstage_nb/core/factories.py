@@ -177,3 +177,88 @@ def map(  # noqa: A001 - gs.map, as users call it
     [0, 10, 20, 30, 40, 50]
     """
     return MapStage(fn, ordered=ordered, concurrency=concurrency, **options)
+
+
+class Batcher(ProducerConsumer):
+    """``gs.batcher``: groups events into lists of ``size``, sent as single events."""
+
+    _default_name = "batcher"
+
+    def __init__(self, size: int, *, timeout: float | None = None, **options: Any) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"batcher: size must be an int >= 1, got {size!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(
+                f"batcher: timeout must be a number of seconds > 0 (or None), got {timeout!r}"
+            )
+        super().__init__(**options)
+        self.size = size
+        self.timeout = None if timeout is None else float(timeout)
+        self._partial: list = []
+        self._generation = 0  # which partial list a timer was started for
+
+    def handle_events(self, events: list) -> list:
+        partial = self._partial
+        out = []
+        size = self.size
+        for event in events:
+            if not partial:
+                self._generation += 1
+                if self.timeout is not None:
+                    self._flush_after(self._generation)
+            partial.append(event)
+            if len(partial) == size:
+                out.append(partial)
+                partial = self._partial = []
+        return out
+
+    def handle_info(self, message: Any) -> list:
+        """A timeout: the partial list (of that generation) goes as it is."""
+        if isinstance(message, tuple) and message[:1] == ("flush",):
+            if message[1] == self._generation and self._partial:
+                partial, self._partial = self._partial, []
+                return [partial]
+            return []
+        return super().handle_info(message) or []
+
+    def handle_cancel(self, subscription: Any, reason: Any) -> None:
+        """The end of the stream (or of a graceful stop): the partial list goes."""
+        if reason in ("normal", "shutdown") and self._partial:
+            partial, self._partial = self._partial, []
+            self.emit([partial])
+
+    def _flush_after(self, generation: int) -> None:
+        process = self._process
+        task_group = getattr(process.supervisor, "_tg", None) if process is not None else None
+        if task_group is None:
+            return
+
+        async def later() -> None:
+            import anyio
+
+            await anyio.sleep(self.timeout)
+            if process.running and not process.stopped:
+                self.send(("flush", generation))
+
+        task_group.start_soon(later)
+
+
+def batcher(size: int, *, timeout: float | None = None, **options: Any) -> ProducerConsumer:
+    """A producer-consumer that groups events into lists of ``size``, each sent on as one
+    event (Broadway's batchers: ``batch_size`` and ``batch_timeout``).
+
+    A partial list goes on ``timeout`` seconds after its first event (if ``timeout`` is
+    given), and at the end of the stream (and of a graceful ``stop()``), so nothing is
+    left behind. Other options as for ``ProducerConsumer``.
+
+    >>> import genstage_nb as gs
+    >>> p = gs.Pipeline(); out = []
+    >>> lists = p.add(gs.batcher(3))
+    >>> _ = p.link(p.add(gs.from_iterable(range(8))), lists)
+    >>> _ = p.link(lists, p.add(gs.consumer(out.extend)))
+    >>> p.run_sync(); out
+    [[0, 1, 2], [3, 4, 5], [6, 7]]
+    """
+    return Batcher(size, timeout=timeout, **options)

@@ -123,13 +123,21 @@ class Jobs:
         while True:
             while ready:
                 job = ready.popleft()
+                arg = job.batch[0] if fn is not None else job.batch
                 try:
-                    result = fn(job.batch[0]) if fn is not None else stage.handle_events(job.batch)
+                    result = fn(arg) if fn is not None else stage.handle_events(arg)
                     if isawaitable(result):
                         result = await result
                     job.result = result
                 except Exception as exc:
                     job.error = exc
+                    if self.retry is not None and self.retry.retries(exc):
+                        try:  # gs.map: per event; a batch: the whole batch
+                            job.result = await self._retry_call(self._job_hook, arg, exc)
+                            job.error = None
+                        except Exception as last:
+                            job.error = last
+                            job.attempts, self._attempts = self._attempts, []
                 job.done = True
                 if not self.ordered:
                     self._finished.append(job)
@@ -139,6 +147,9 @@ class Jobs:
             wakeup = anyio.Event()
             idle.append(wakeup)
             await wakeup.wait()
+
+    def _job_hook(self) -> Any:
+        return self._map_fn if self._map_fn is not None else self.stage.handle_events
 
     async def _wait_for(self, job: Job) -> None:
         try:
@@ -185,6 +196,7 @@ class Jobs:
             self._take_results(taken[:i])
             self.current = failed.batch
             self.current_hook = "handle_events"
+            self._attempts = failed.attempts
             raise failed.error
         self._take_results(taken)
         self._send_more()

@@ -20,6 +20,8 @@ from collections import deque
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .consuming import BATCHES, EVENTS, Consuming
 from .counters import as_events
 from .errors import Failure
@@ -51,6 +53,7 @@ class Lifecycle:
         self, exc: BaseException, restarted: bool, unhandled: list | None = None
     ) -> None:
         self.counters.failed += len(self.current)
+        attempts, self._attempts = self._attempts, []
         failure = Failure(
             self.name,
             exc,
@@ -58,6 +61,7 @@ class Lifecycle:
             hook=self.current_hook,
             restarted=restarted,
             unhandled=unhandled or [],
+            attempts=attempts,
         )
         self.current = []
         if not restarted:
@@ -108,6 +112,11 @@ class Lifecycle:
             made.extend(self.buffer.take_all())
         made.extend(self._undispatched)
         self._undispatched = []
+        for _, events in self._held:  # accepted, held back by the rate limit: not sent
+            made.extend(events)
+        self.counters.accepted -= self._held_count
+        self._held.clear()
+        self._held_count = 0
         self.counters.unhandled_in += len(received)
         self.counters.unhandled_out += len(made)
         return received + made
@@ -155,6 +164,27 @@ class Lifecycle:
         elif func is Lifecycle._on_call:
             b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
             b.event.set()
+
+    async def _retry_call(self, call: Any, arg: Any, exc: Exception) -> Any:
+        """``call(arg)`` failed with ``exc``: make it again as ``retry=`` says (after a
+        backoff, with the stage's current code); return its result, or raise the last
+        exception, every attempt's kept for the failure record."""
+        retry = self.retry
+        errors: list = [exc]
+        while len(errors) < retry.attempts:
+            await anyio.sleep(retry.wait(len(errors)))
+            self.counters.retried += 1
+            try:
+                result = call()(arg)
+                if result is not None and result.__class__ is not list and isawaitable(result):
+                    result = await result
+                return result
+            except Exception as again:
+                errors.append(again)
+                if not retry.retries(again):
+                    break
+        self._attempts = errors
+        raise errors[-1]
 
     async def _hook(self, fn: Any, *args: Any) -> Any:
         result = fn(*args)

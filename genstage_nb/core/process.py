@@ -35,6 +35,7 @@ from .errors import Failure
 from .jobs import Jobs, setup_jobs
 from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
+from .policies import RateLimit
 from .producing import Producing
 from .remote import check_concurrency
 from .timing import StageTime
@@ -66,7 +67,16 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         self.current_hook = ""
         self.producing = hasattr(stage, "emit")
         self.pc = self.kind == "producer_consumer"
-        self.fusable = self.kind == "producer"  # may drive its chain in one loop (pump.py)
+        # Pacing and repeating (policies.py): a fresh window per run.
+        self.retry = getattr(stage, "retry", None)
+        rate = getattr(stage, "rate_limit", None)
+        self.rate = RateLimit(*rate) if rate is not None else None
+        self._held: deque = deque()  # (subscription, events) the rate limit holds back
+        self._held_count = 0
+        self._release_at: float | None = None
+        self._attempts: list = []  # exceptions of a retried call that failed for good
+        # May drive its chain in one loop (pump.py).
+        self.fusable = self.kind == "producer" and self.rate is None and self.retry is None
         self.concurrent = hasattr(stage, "handle_event")
         # Producer side.
         self.consumers: dict[Subscription, None] = {}

@@ -16,6 +16,8 @@ import logging
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from . import pump as _fused
 from .counters import as_events
 from .timing import BACKPRESSURED, IDLE, clock, rest_mode
@@ -96,7 +98,12 @@ class Producing:
         self._demand_in_hand = demand
         time = self.time
         time.enter(clock())
-        result = self.stage.handle_demand(demand)
+        try:
+            result = self.stage.handle_demand(demand)
+        except Exception as exc:
+            if self.retry is None or not self.retry.retries(exc):
+                raise
+            return self._handle_demand_async(self._retry_call(self._demand_hook, demand, exc))
         if result is not None and result.__class__ is not list and isawaitable(result):
             return self._handle_demand_async(result)
         time.leave(clock(), IDLE)
@@ -104,8 +111,16 @@ class Producing:
         time.mode = rest_mode(self)
         return None
 
+    def _demand_hook(self) -> Any:
+        return self.stage.handle_demand
+
     async def _handle_demand_async(self, pending: Any) -> None:
-        result = await pending
+        try:
+            result = await pending
+        except Exception as exc:
+            if self.retry is None or not self.retry.retries(exc) or self._attempts:
+                raise
+            result = await self._retry_call(self._demand_hook, self._demand_in_hand, exc)
         self.time.leave(clock(), IDLE)  # busy while it awaited
         self._demand_handled(result)
         self.time.mode = rest_mode(self)
@@ -165,6 +180,8 @@ class Producing:
             self.post(self._on_self_demand, extra)
 
     def _send(self, deliveries: list) -> None:
+        if self.rate is not None:
+            deliveries = self._pace(deliveries)
         counters = self.counters
         for sub, events in deliveries:
             n = len(events)
@@ -172,6 +189,54 @@ class Producing:
             to = sub._to
             to.counters.events_in += n
             to.post(to._on_events, sub, events)
+
+    def _pace(self, deliveries: list) -> list:
+        """``rate_limit=``: what may go now goes; the rest waits, in order, with the
+        demand it answers (back-pressure), and goes when the window has room."""
+        held = self._held
+        for delivery in deliveries:
+            held.append(delivery)
+            self._held_count += len(delivery[1])
+        now = clock()
+        out = []
+        while held:
+            sub, events = held[0]
+            j = self.rate.allow(now, len(events))
+            if j == 0:
+                break
+            if j < len(events):
+                out.append((sub, events[:j]))
+                held[0] = (sub, events[j:])
+                self._held_count -= j
+                break
+            held.popleft()
+            self._held_count -= len(events)
+            out.append((sub, events))
+        if held:
+            self.time.rest_as(now, BACKPRESSURED)  # waiting for the window: held back
+            self._release_later(self.rate.next_free(now) - now)
+        return out
+
+    def _release_later(self, delay: float) -> None:
+        at = clock() + delay
+        if self._release_at is not None and self._release_at <= at:
+            return  # a release is due sooner already
+        self._release_at = at
+        task_group = getattr(self.supervisor, "_tg", None)
+        if task_group is not None:
+            task_group.start_soon(self._release_after, delay, at)
+
+    async def _release_after(self, delay: float, at: float) -> None:
+        await anyio.sleep(max(delay, 0.0))
+        if self._release_at == at:
+            self._release_at = None
+            self.post(self._on_release)
+
+    def _on_release(self, _: Any, __: Any) -> None:
+        if not self.stopped and self._held:
+            self._send([])
+            if self.finishing:
+                self._check_finished()
 
     async def _on_cancel_up(self, sub: Subscription, reason: Any) -> None:
         """A consumer left (unlinked, stopped or failed)."""
@@ -193,7 +258,7 @@ class Producing:
             return
         if self.pc and self.pc_queue:
             return
-        if len(self.buffer) or self.dispatcher.buffered():
+        if len(self.buffer) or self.dispatcher.buffered() or self._held:
             return
         if any(kind == "dispatch" for kind, _ in self.accumulated):
             return
@@ -203,7 +268,7 @@ class Producing:
         if not self.producing:
             return 0
         held = sum(len(e) for kind, e in self.accumulated if kind == "dispatch")
-        return len(self.buffer) + self.dispatcher.buffered() + held
+        return len(self.buffer) + self.dispatcher.buffered() + held + self._held_count
 
     def set_demand_mode(self, mode: str) -> None:
         self.post(self._on_demand_mode, mode)

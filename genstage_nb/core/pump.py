@@ -75,6 +75,8 @@ def chain(producer: Process) -> list[_Level] | None:
             or not to.inline
             or to.jobs  # work in flight: on an executor, or calls on the loop
             or to.concurrent  # a ConcurrentConsumer: an event at a time, in its workers
+            or to.retry is not None  # a failing call is made again, later
+            or to.rate is not None  # events leave it paced
             or to._rest is not None
             or sub._demand.manual
             or sub not in to.producers

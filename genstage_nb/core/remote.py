@@ -106,7 +106,7 @@ def submitter(executor: Any) -> Any:
 class Job:
     """One batch sent to the executor."""
 
-    __slots__ = ("ask", "batch", "done", "error", "future", "result", "sub")
+    __slots__ = ("ask", "attempts", "batch", "done", "error", "future", "result", "sub")
 
     def __init__(self, sub: Any, batch: list, ask: int) -> None:
         self.sub = sub
@@ -116,6 +116,7 @@ class Job:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.attempts: list = []  # retry=: every call's exception, when it failed for good
 
     def reset(self) -> None:
         self.future = None

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .dispatchers import BroadcastDispatcher, DemandDispatcher, PartitionDispatcher
+from .policies import check_rate_limit, check_retry
 from .remote import check_executor
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ DEMAND_MODES = ("forward", "accumulate")
 DISPATCHERS = (DemandDispatcher, BroadcastDispatcher, PartitionDispatcher)
 PRODUCER_BUFFER_SIZE = 10_000
 
-_COMMON = {"name", "restart", "max_restarts", "max_seconds"}
-_PRODUCING = _COMMON | {"buffer_size", "buffer_keep", "dispatcher"}
+_COMMON = {"name", "restart", "max_restarts", "max_seconds", "retry"}
+_PRODUCING = _COMMON | {"buffer_size", "buffer_keep", "dispatcher", "rate_limit"}
 _REMOTE = {"executor", "concurrency"}  # where handle_events runs (see core/remote.py)
 
 
@@ -46,12 +47,16 @@ class Stage:
       ``"permanent"`` (restarted after a failure, running ``init()`` again).
     - ``max_restarts`` (default 3) within ``max_seconds`` (default 5.0): more restarts
       than that and the stage fails for good (OTP's intensity rule).
+    - ``retry``: a ``gs.Retry(...)``: a hook call that raises one of its exceptions is
+      made again with the same events after a backoff (default None: no retry).
 
     Producers and producer-consumers also take ``buffer_size`` (producers: 10_000,
     producer-consumers: ``None``, unbounded), ``buffer_keep`` (``"last"`` drops the
     oldest events on overflow, ``"first"`` the newest) and ``dispatcher`` (a
-    ``DemandDispatcher`` by default; a dispatcher instance or class). Producers also
-    take ``demand`` (``"forward"`` or ``"accumulate"``).
+    ``DemandDispatcher`` by default; a dispatcher instance or class) and ``rate_limit``
+    (``(n, seconds)``: at most n events leave in any window of that many seconds; the rest
+    wait, nothing is dropped). Producers also take ``demand`` (``"forward"`` or
+    ``"accumulate"``).
 
     Consumers and producer-consumers also take ``executor`` (a
     ``concurrent.futures.Executor`` or a ``dask.distributed.Client``: ``handle_events``
@@ -121,6 +126,9 @@ class Stage:
         self.restart = restart
         self.max_restarts = max_restarts
         self.max_seconds = float(max_seconds)
+        self.retry = check_retry(label, options.get("retry"))
+        self.rate_limit = options.get("rate_limit")
+        check_rate_limit(label, self.rate_limit)
         if "dispatcher" in self._options:
             default_size = PRODUCER_BUFFER_SIZE if self.kind == "producer" else None
             size = options.get("buffer_size", default_size)
