@@ -187,6 +187,7 @@ def test_the_dashboard_works_in_jupyterlab(lab):
             edges = dashboard.locator(".widget-slider", has_text="→")
             assert edges.count() == 3
             first = edges.first
+            first.wait_for(state="visible", timeout=60_000)  # rendered, not only in the DOM
             assert "requests → parse" in first.inner_text()
 
             # Start the pipeline again: the plot changes between refreshes.
