@@ -252,3 +252,50 @@ def test_options_are_checked():
         gs.consumer(print, retry=3)
     with pytest.raises(ValueError, match="batcher: size must be an int >= 1"):
         gs.batcher(0)
+
+
+async def test_init_handle_info_and_a_concurrent_consumers_handle_event_are_retried():
+    tries = {"init": 0, "info": 0, "event": 0}
+
+    class Src(gs.Producer):
+        def init(self):
+            tries["init"] += 1
+            if tries["init"] == 1:
+                raise ConnectionError("not yet")
+
+        def handle_demand(self, demand):
+            return None
+
+        def handle_info(self, message):
+            tries["info"] += 1
+            if tries["info"] == 1:
+                raise ConnectionError("busy")
+            return message
+
+    got = []
+
+    class Each(gs.ConcurrentConsumer):
+        async def handle_event(self, event):
+            tries["event"] += 1
+            if tries["event"] == 1:
+                raise ConnectionError("first event, first call")
+            got.append(event)
+
+    retry = gs.Retry(backoff=0)
+    p = gs.Pipeline(metrics_interval=None)
+    src = p.add(Src(name="src", retry=retry))
+    p.link(src, p.add(Each(name="each", retry=retry)), max_demand=5)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        while src._process is None or src._process.status != "running":
+            await anyio.lowlevel.checkpoint()
+        src.send([1, 2, 3])
+        with anyio.fail_after(10):
+            while len(got) < 3:
+                await anyio.lowlevel.checkpoint()
+        await p.stop(timeout=1)
+    assert sorted(got) == [1, 2, 3]
+    assert (tries["init"], tries["info"]) == (2, 2)
+    totals = p.metrics.totals()
+    assert totals.loc["src", "retried"] == 2 and totals.loc["each", "retried"] == 1
+    assert p.failures == {}

@@ -50,7 +50,7 @@ class ConcurrentEvents:
 
     async def _run_event(self, sub: Subscription, event: Any) -> None:
         try:
-            await self._hook(self.stage.handle_event, event)
+            await self._retried_hook("handle_event", event)
         except Exception as exc:
             if self.stopped:
                 # The stage already ended: record the failure here.

@@ -192,9 +192,20 @@ class Lifecycle:
             result = await result
         return result
 
+    async def _retried_hook(self, name: str, *args: Any) -> Any:
+        """Call the stage's hook ``name`` (as ``_hook``), made again as ``retry=`` says
+        when it raises one of its exceptions."""
+        try:
+            return await self._hook(getattr(self.stage, name), *args)
+        except Exception as exc:
+            if self.retry is None or not self.retry.retries(exc):
+                raise
+            hook = lambda: lambda packed: getattr(self.stage, name)(*packed)  # noqa: E731
+            return await self._retry_call(hook, args, exc)
+
     async def _on_info(self, message: Any, _: Any) -> None:
         self.current_hook = "handle_info"
-        result = await self._hook(self.stage.handle_info, message)
+        result = await self._retried_hook("handle_info", message)
         if self.producing:
             # GenStage's {:noreply, events, state}: events sent like handle_demand's
             # (within demand, the rest buffered); a consumer's return value is ignored.

@@ -89,7 +89,9 @@ class Retry:
     ``wait_exponential`` and ``wait_random``), up to ``attempts`` calls in all; then the
     failure takes its usual course (restart, stop), its record keeping every attempt's
     exception (``Failure.attempts``). The metric ``retried`` counts the calls made again.
-    ``gs.map`` retries each event's call.
+    ``gs.map`` retries each event's call; ``init``, ``handle_demand``, ``handle_events``,
+    ``handle_info`` and a ``ConcurrentConsumer``'s ``handle_event`` are retried too
+    (batches on an executor are not).
 
     >>> import genstage_nb as gs
     >>> retry = gs.Retry(attempts=4, on=(ConnectionError,), backoff=0.1, jitter=False)

@@ -214,7 +214,7 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
     async def _start(self) -> None:
         self.current = []
         self.current_hook = "init"
-        await self._hook(self.stage.init)
+        await self._retried_hook("init")
         self.current_hook = ""
         # On a restart the subscriptions are still live: only new ones are announced.
         for sub in list(self.producers):
