@@ -131,7 +131,8 @@ class Tuner:
       started, as in the metrics; ``link``; the new ``max_demand``; the ``throughput``
       measured before the change); ``p.plot()`` marks each change;
     - ``settled``: True once it has stopped moving (``await tuner.wait_settled()``);
-    - ``stop()``: stop tuning (the links keep their values).
+    - ``stop()``: stop tuning (the links keep their values). A tuner serves one run: it
+      stops when the run ends (call ``autotune()`` again for the next).
     """
 
     def __init__(
@@ -248,7 +249,14 @@ class Tuner:
                     listener(sub, value)
 
     async def run(self, ended: anyio.Event) -> None:
-        """Tune until ``ended`` is set or ``stop()`` is called."""
+        """Tune until ``ended`` is set (the run is over: a tuner serves one run) or
+        ``stop()`` is called."""
+        try:
+            await self._tune(ended)
+        finally:
+            self._stopped = True
+
+    async def _tune(self, ended: anyio.Event) -> None:
         pipeline = self.pipeline
         while not ended.is_set() and not self._stopped:
             if self._rule is None or (self._rule.settled and self._pending_links()):

@@ -188,3 +188,28 @@ def test_the_throughput_panel_marks_each_change_of_the_tuner():
     marks = [line for line in throughput.get_lines() if line.get_linestyle() == ":"]
     assert [line.get_xdata()[0] for line in marks] == [0.1, 0.2]
     assert "max_demand tuned" in [t.get_text() for t in throughput.get_legend().get_texts()]
+
+
+def test_a_tuner_serves_one_run():
+    p = gs.Pipeline(metrics_interval=0.05)
+    src = p.add(gs.from_iterable(range(1000)), name="src")
+    p.link(src, p.add(gs.consumer(len, name="sink")), max_demand=10)
+    tuner = p.autotune()
+    p.run_sync()
+    assert tuner._stopped  # the run ended: so did the tuner
+    p.subscriptions[0].tune(max_demand=7)
+    p.run_sync()  # a second run: nothing tunes it
+    assert p.subscriptions[0].max_demand == 7
+
+
+def test_the_sliders_follow_a_link_changed_elsewhere_without_tuning_it_again():
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(10)), name="src")
+    sub = p.link(src, p.add(gs.consumer(len, name="sink")), max_demand=10)
+    dash = p.dashboard()
+    sub.tune(max_demand=3000, min_demand=100)  # code (or a tuner) changed the link
+    dash.update()
+    (sliders,) = dash.sliders
+    assert (sliders.max_slider.value, sliders.min_slider.value) == (3000, 100)
+    assert (sub.max_demand, sub.min_demand) == (3000, 100)  # not re-tuned to half
+    dash.close()

@@ -92,7 +92,27 @@ class DemandSliders(w.HBox):
         self.min_slider.observe(self._on_min, names="value")
         super().__init__([self.max_slider, self.min_slider])
 
+    def follow(self) -> None:
+        """Show the subscription's values if something else changed them (code, a
+        tuner), without tuning it again."""
+        sub = self.subscription
+        if self.max_slider.value == sub.max_demand and self.min_slider.value == sub.min_demand:
+            return
+        self._adjusting = True
+        try:
+            if sub.max_demand > self.max_slider.max:
+                self.max_slider.max = 2 * sub.max_demand
+            self._following = True
+            self.max_slider.value = sub.max_demand
+            self.min_slider.max = max(sub.max_demand - 1, 0)
+            self.min_slider.value = sub.min_demand
+        finally:
+            self._following = False
+            self._adjusting = False
+
     def _on_max(self, change: dict) -> None:
+        if getattr(self, "_following", False):
+            return
         new_max = change["new"]
         sub = self.subscription
         sub.tune(max_demand=new_max)  # an explicit min_demand above it goes back to half
@@ -184,9 +204,7 @@ class Dashboard(w.VBox):
     def _follow_tuner(self, sub: Subscription, value: int) -> None:
         for sliders in self.sliders:
             if sliders.subscription is sub:
-                if value > sliders.max_slider.max:
-                    sliders.max_slider.max = 2 * value
-                sliders.max_slider.value = value
+                sliders.follow()
 
     # -- refreshing --------------------------------------------------------------
 
@@ -213,6 +231,8 @@ class Dashboard(w.VBox):
     def update(self) -> None:
         """Redraw the status table and the plots now."""
         self.refreshes += 1
+        for sliders in self.sliders:  # a tuner or code may have changed a link
+            sliders.follow()
         self.status.value = self._status_table()
         links = "".join(
             f"<div>{html.escape(name)} runs on Dask: <a href='{html.escape(link)}' "

@@ -88,7 +88,8 @@ class Views:
         bottleneck while the end-to-end throughput grows, keeps the events in flight
         within ``max_in_flight`` and within what the pipeline handles in
         ``target_latency`` seconds, then settles; ``tuner.history``, ``tuner.settled``,
-        ``tuner.stop()``. It tunes with ``Subscription.tune``, like the sliders.
+        ``tuner.stop()``. It tunes with ``Subscription.tune``, like the sliders, and
+        serves one run (the one running, or the next).
 
         >>> import genstage_nb as gs
         >>> p = gs.Pipeline()
