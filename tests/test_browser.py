@@ -187,7 +187,12 @@ def test_the_dashboard_works_in_jupyterlab(lab):
             edges = dashboard.locator(".widget-slider", has_text="→")
             assert edges.count() == 3
             first = edges.first
-            first.wait_for(state="visible", timeout=60_000)  # rendered, not only in the DOM
+            # Rendered, not only in the DOM (a widget view may still be laying out).
+            page.wait_for_function(
+                "el => el.innerText.includes('requests → parse')",
+                arg=first.element_handle(),
+                timeout=60_000,
+            )
             assert "requests → parse" in first.inner_text()
 
             # Start the pipeline again: the plot changes between refreshes.
