@@ -14,6 +14,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .metrics import _COUNTED
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -37,17 +39,18 @@ def recent(pipeline: Any) -> dict[str, dict[str, float]] | None:
     if dt <= 0:
         return None
     stages: dict[str, dict[str, float]] = {}
+    events_in, events_out = _COUNTED.index("events_in"), _COUNTED.index("events_out")
     for name, (kind, _, _, times, *counts) in last.items():
         old = before.get(name)
         if old is None:
             continue
+        old_counts = old[4:]  # (kind, buffered, outstanding, times, *counts): see metrics
         shares = [min(max((a - b) / dt, 0.0), 1.0) for a, b in zip(times, old[3], strict=True)]
         total = sum(shares)
         if total > 1.0:
             shares = [x / total for x in shares]
-        # counts follow metrics._COUNTED: events_in first, events_out second
-        handled_now = counts[1] if kind == "producer" else counts[0]
-        handled_then = old[5] if kind == "producer" else old[4]
+        handled = events_out if kind == "producer" else events_in
+        handled_now, handled_then = counts[handled], old_counts[handled]
         stages[name] = {
             "kind": kind,
             "busy": shares[0],

@@ -223,8 +223,15 @@ class Tuner:
 
     # -- deciding ------------------------------------------------------------------
 
+    def _bottleneck(self) -> str | None:
+        """The bottleneck from the samples the sampler took (reading ``settled`` must not
+        add samples, as ``Pipeline.bottleneck()`` does on a running pipeline)."""
+        from .explain import find_bottleneck, recent
+
+        return find_bottleneck(self.pipeline, recent(self.pipeline))
+
     def _pending_links(self) -> bool:
-        name = self.pipeline.bottleneck()
+        name = self._bottleneck()
         return name is not None and name not in self._done and self._path(name) != []
 
     def _path(self, name: str) -> list[Any]:
@@ -260,7 +267,7 @@ class Tuner:
         pipeline = self.pipeline
         while not ended.is_set() and not self._stopped:
             if self._rule is None or (self._rule.settled and self._pending_links()):
-                name = pipeline.bottleneck()
+                name = self._bottleneck()
                 links = self._path(name) if name is not None else []
                 if not links:
                     if await self._measure(ended) is None:

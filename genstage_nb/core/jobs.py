@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .remote import Job, check_picklable, submitter
+from .remote import Job, _is_async, check_picklable, submitter
 from .timing import BUSY, clock, rest_mode
 
 if TYPE_CHECKING:
@@ -66,8 +66,6 @@ def setup_jobs(proc: Any, stage: Any) -> bool:
 
 
 def _async_hook(stage: Any) -> bool:
-    from .remote import _is_async
-
     return _is_async(stage.handle_events)
 
 
