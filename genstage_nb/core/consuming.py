@@ -15,7 +15,7 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 from .counters import as_events
-from .timing import IDLE, clock, rest_mode
+from .timing import BACKPRESSURED, IDLE, clock
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -97,7 +97,7 @@ class Consuming:
                 time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, 0)
                 raise
-            time.mode = rest_mode(self)
+            time.mode = (BACKPRESSURED if self.pc_demand <= 0 else IDLE) if self.pc else IDLE
             self.current = []
             self.current_hook = ""
             return None
@@ -121,7 +121,9 @@ class Consuming:
                     result = await self._retry_call(self._events_hook, batches[i][0], exc)
                 self.time.leave(clock(), IDLE)  # busy while it awaited
                 self._batch_handled(sub, result, batches[i][1], len(batches[i][0]))
-                self.time.mode = rest_mode(self)
+                self.time.mode = (
+                    (BACKPRESSURED if self.pc_demand <= 0 else IDLE) if self.pc else IDLE
+                )
             except Exception:
                 self.time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, i)
@@ -151,7 +153,7 @@ class Consuming:
                 time.leave(clock(), IDLE)
                 self._batch_failed(sub, batches, i)
                 raise
-            time.mode = rest_mode(self)
+            time.mode = (BACKPRESSURED if self.pc_demand <= 0 else IDLE) if self.pc else IDLE
             i += 1
         self.current = []
         self.current_hook = ""

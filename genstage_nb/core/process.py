@@ -96,6 +96,7 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         self._idle_event_workers: deque = deque()
         self._failed_ask: tuple[Subscription, int] | None = None
         self._demand_in_hand = 0
+        self._demand_in_hand_was = 0  # (what the last handle_demand was asked: timing.py)
         self._undispatched: list = []
         self._rest: tuple[list, int] | None = None  # batches left of a list in hand
         self._final_failure: Failure | None = None

@@ -20,7 +20,7 @@ import anyio
 
 from . import pump as _fused
 from .counters import as_events
-from .timing import BACKPRESSURED, IDLE, clock, rest_mode
+from .timing import BACKPRESSURED, IDLE, clock
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -107,8 +107,9 @@ class Producing:
         if result is not None and result.__class__ is not list and isawaitable(result):
             return self._handle_demand_async(result)
         time.leave(clock(), IDLE)
-        self._demand_handled(result)
-        time.mode = rest_mode(self)
+        # All the demand it was given met: none outstanding, it is held back (the
+        # buffer was served first, so this is what its consumers were still owed).
+        time.mode = BACKPRESSURED if self._demand_handled(result) >= demand else IDLE
         return None
 
     def _demand_hook(self) -> Any:
@@ -122,16 +123,18 @@ class Producing:
                 raise
             result = await self._retry_call(self._demand_hook, self._demand_in_hand, exc)
         self.time.leave(clock(), IDLE)  # busy while it awaited
-        self._demand_handled(result)
-        self.time.mode = rest_mode(self)
+        made = self._demand_handled(result)
+        self.time.mode = BACKPRESSURED if made >= self._demand_in_hand_was else IDLE
 
-    def _demand_handled(self, result: Any) -> None:
+    def _demand_handled(self, result: Any) -> int:
+        """Send what handle_demand returned; return how many events it made."""
         self.current_hook = ""
-        self._demand_in_hand = 0
+        self._demand_in_hand_was, self._demand_in_hand = self._demand_in_hand, 0
         events = as_events(self.name, "handle_demand", result)
         if events:
             self.counters.made += len(events)
             self._dispatch(events)
+        return len(events)
 
     def _take_from_buffer(self, n: int) -> int:
         """Dispatch up to ``n`` buffered events; return how many were taken."""
