@@ -105,6 +105,11 @@ def _reason(pipeline: Any, producer: Any, subs: list) -> str:
     asked = sum(sub.pending for sub in subs)
     if proc is None:
         return "it is not running"
+    if proc.paused is not None:
+        return (
+            f"it is paused after a failure in {proc.paused.hook or 'a hook'}: fix it, then "
+            f"resume({proc.name!r}) or skip({proc.name!r})"
+        )
     if getattr(proc, "accumulating", False) and proc.accumulated:
         held = sum(v for kind, v in proc.accumulated if kind == "demand")
         return (

@@ -382,7 +382,7 @@ async def test_on_failure_stop_cancels_everything_promptly(anyio_backend):
 
 
 def test_pipeline_options_are_checked():
-    with pytest.raises(ValueError, match="on_failure must be 'stop' or 'continue'"):
+    with pytest.raises(ValueError, match="on_failure must be 'stop', 'continue' or 'pause'"):
         gs.Pipeline(on_failure="ignore")
     with pytest.raises(ValueError, match="metrics_interval must be a number of seconds > 0"):
         gs.Pipeline(metrics_interval=0)

@@ -58,7 +58,7 @@ class ConcurrentEvents:
                 self._record_failure(exc, False)
                 self.supervisor._stage_failed(self, exc)
             else:
-                self.post(self._on_event_failed, exc, event)
+                self.post(self._on_event_failed, exc, (sub, event))
             return
         self.post(self._on_event_done, sub)
 
@@ -77,6 +77,10 @@ class ConcurrentEvents:
     def _on_event_done(self, sub: Subscription, _: Any) -> None:
         self.counters.batches += 1
         self.counters.handled += 1
+        self._event_finished(sub)
+
+    def _event_finished(self, sub: Subscription) -> None:
+        """An event of ``sub`` is done with (handled, or skipped after a failure)."""
         state = self._in_flight[sub]
         state[0] += 1
         state[1] -= 1
@@ -88,13 +92,12 @@ class ConcurrentEvents:
             sub._demand.pending += n
             self._ask_upstream(sub, n)
 
-    async def _on_event_failed(self, exc: BaseException, event: Any) -> None:
-        for state in self._in_flight.values():
-            if state[1]:
-                state[1] -= 1
-                break
+    async def _on_event_failed(self, exc: BaseException, failed: tuple) -> None:
+        sub, event = failed
+        self._in_flight.setdefault(sub, [0, 0])[1] -= 1
         self.current = [event]
         self.current_hook = "handle_event"
+        self._keep_event(sub, event)  # a paused stage handles it again, or skips it
         raise exc
 
 

@@ -35,12 +35,23 @@ class Consuming:
         producer = sub._from
         producer.post(producer._on_subscribe, sub)
         sub.active = True
+        await self._subscribed(sub)
+
+    async def _subscribed(self, sub: Subscription) -> None:
         self.current_hook = "handle_subscribe"
-        mode = await self._hook(self.stage.handle_subscribe, sub)
+        try:
+            mode = await self._hook(self.stage.handle_subscribe, sub)
+        except Exception:
+            self._keep_redo(lambda: self._subscribed(sub), lambda: self._first_ask(sub, None))
+            raise
         self.current_hook = ""
+        self._first_ask(sub, mode)
+
+    def _first_ask(self, sub: Subscription, mode: Any) -> None:
         if mode == "manual":
             sub._demand.manual = True
         elif not sub._demand.manual:
+            producer = sub._from
             n = sub._demand.initial_ask()
             self.counters.demand_out += n
             if not self.supervisor._hold_ask(producer, sub, n):
@@ -185,9 +196,10 @@ class Consuming:
         # The failed batch goes to the failure record; if the stage restarts, its demand
         # is asked again so the flow goes on, and the batches after it stay queued.
         self._rest = None
-        ask = batches[i][1]
+        batch, ask = batches[i]
         if ask:
             self._failed_ask = (sub, ask)
+        self._keep_batch(sub, batch, ask)  # a paused stage handles it again, or skips it
         rest = batches[i + 1 :]
         if rest:
             if self.pc:
@@ -239,7 +251,18 @@ class Consuming:
         await self._invoke_cancel(sub, reason)
 
     async def _invoke_cancel(self, sub: Subscription, reason: Any) -> None:
-        await self._hook(self.stage.handle_cancel, sub, reason)
+        self.current_hook = "handle_cancel"
+        try:
+            await self._hook(self.stage.handle_cancel, sub, reason)
+        except Exception:
+            self._keep_redo(
+                lambda: self._invoke_cancel(sub, reason), lambda: self._cancelled(sub, reason)
+            )
+            raise
+        self.current_hook = ""
+        self._cancelled(sub, reason)
+
+    def _cancelled(self, sub: Subscription, reason: Any) -> None:
         normal = isinstance(reason, str) and reason in _NORMAL_REASONS
         if normal:
             # Completion: a stage ends when its last permanent producer has ended

@@ -17,6 +17,9 @@ class Failure:
     good, ``unhandled`` holds the events it had received or buffered and will never
     handle or send (in order), so that nothing is lost silently. With ``retry=``,
     ``attempts`` holds the exception of every call made (the last is ``exception``).
+    ``paused`` is True when the stage paused on it (``Pipeline(on_failure="pause")``):
+    the record is removed when the stage is resumed (the batch is handled again), and
+    stays when it is skipped.
 
     >>> f = Failure("double", ValueError("bad"), [1, 2], hook="handle_events")
     >>> f.stage, f.events
@@ -31,6 +34,7 @@ class Failure:
     restarted: bool = False
     unhandled: list = field(default_factory=list)
     attempts: list = field(default_factory=list)
+    paused: bool = False
 
 
 class PipelineError(Exception):

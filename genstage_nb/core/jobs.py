@@ -191,10 +191,13 @@ class Jobs:
             i = taken.index(failed)
             for job in reversed(taken[i + 1 :]):
                 sent.appendleft(job)
+                if not self.ordered:
+                    self._finished.appendleft(job)  # (done: taken with the next results)
             self._take_results(taken[:i])
             self.current = failed.batch
             self.current_hook = "handle_events"
             self._attempts = failed.attempts
+            self._keep_job(failed)  # a paused stage sends it again, or skips it
             raise failed.error
         self._take_results(taken)
         self._send_more()

@@ -50,8 +50,12 @@ class Lifecycle:
         return True
 
     def _record_failure(
-        self, exc: BaseException, restarted: bool, unhandled: list | None = None
-    ) -> None:
+        self,
+        exc: BaseException,
+        restarted: bool,
+        unhandled: list | None = None,
+        paused: bool = False,
+    ) -> Failure:
         self.counters.failed += len(self.current)
         attempts, self._attempts = self._attempts, []
         failure = Failure(
@@ -62,18 +66,24 @@ class Lifecycle:
             restarted=restarted,
             unhandled=unhandled or [],
             attempts=attempts,
+            paused=paused,
         )
         self.current = []
-        if not restarted:
+        if not restarted and not paused:
             self._final_failure = failure
         self.supervisor._record_failure(self, failure)
+        if paused:
+            then = f" (paused: fix it, then resume({self.name!r}) or skip({self.name!r}))"
+        else:
+            then = " (restarting)" if restarted else ""
         log.error(
             "stage %r failed in %s%s:\n%s",
             self.name,
             failure.hook or "a hook",
-            " (restarting)" if restarted else "",
+            then,
             _user_traceback(exc),
         )
+        return failure
 
     def _take_unhandled(self) -> list:
         """Remove and return every event this stage holds but will never handle or send
@@ -205,7 +215,11 @@ class Lifecycle:
 
     async def _on_info(self, message: Any, _: Any) -> None:
         self.current_hook = "handle_info"
-        result = await self._retried_hook("handle_info", message)
+        try:
+            result = await self._retried_hook("handle_info", message)
+        except Exception:
+            self._keep_redo(lambda: self._on_info(message, None))  # skip: drop the message
+            raise
         if self.producing:
             # GenStage's {:noreply, events, state}: events sent like handle_demand's
             # (within demand, the rest buffered); a consumer's return value is ignored.
@@ -226,14 +240,19 @@ class Lifecycle:
                 return
             reply.value = await self._hook(handle_call, request)
         except Exception as exc:
-            reply.error = exc
+            reply.error = exc  # the caller has its answer: resume and skip go on
+            self._keep_redo(None)
             raise
         finally:
             self.current_hook = ""
             reply.event.set()
 
     def request_stop(self) -> None:
-        """Pipeline.stop: a producer stops making events and finishes."""
+        """Pipeline.stop: a producer stops making events and finishes; a paused stage
+        ends at once, as failed for good (its events accounted for)."""
+        if self.paused is not None:
+            self._unpause("stop")
+            return
         self.post(self._on_stop_request)
 
     async def _on_stop_request(self, _: Any, __: Any) -> None:

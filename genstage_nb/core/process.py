@@ -10,7 +10,9 @@ mailbox, restart on a failure if allowed):
   (``pump.py`` drives a chain of single-consumer links in one loop);
 - ``consuming.py``: subscriptions, batches, asks upstream, the producer-consumer queue;
 - ``jobs.py``: work in flight on an executor, or as async calls on the event loop
-  (``concurrency``, ``gs.map``); ``concurrent.py``: a ``ConcurrentConsumer``'s event tasks.
+  (``concurrency``, ``gs.map``); ``concurrent.py``: a ``ConcurrentConsumer``'s event tasks;
+- ``pausing.py``: a stage that fails for good pauses (``on_failure="pause"``) and goes
+  on when resumed or skipped.
 
 The roles are one level of plain classes with no ``__init__`` and no ``super()`` calls:
 every handler stays a direct method of the one object the hot path works on (an
@@ -35,6 +37,7 @@ from .errors import Failure
 from .jobs import Jobs, setup_jobs
 from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
+from .pausing import Pausing
 from .policies import RateLimit
 from .producing import Producing
 from .remote import check_concurrency
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from .subscription import Subscription
 
 
-class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
+class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
     """Serves one stage's mailbox for one run of its pipeline."""
 
     def __init__(self, stage: Any, supervisor: Any) -> None:
@@ -100,6 +103,14 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
         self._undispatched: list = []
         self._rest: tuple[list, int] | None = None  # batches left of a list in hand
         self._final_failure: Failure | None = None
+        # A failure for good may pause the stage (pausing.py).
+        self._init_done = False
+        self._restarting: bool | None = None
+        self._redo: tuple | None = None  # how to call a failed hook again, or skip it
+        self.paused: Failure | None = None
+        self._go_on: anyio.Event | None = None
+        self._decision: str | None = None
+        self._can_skip = True
         # The sync fast path (see post): set while the task waits for messages.
         self._parked = False
         self.inline = True  # (see mailbox.py; a ConcurrentConsumer too)
@@ -123,22 +134,22 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
                     if self.concurrent or self.jobs:
                         async with anyio.create_task_group() as tg:
                             self._task_group = tg
-                            await self._start()
-                            self.supervisor._started(self)
-                            await self._serve()
+                            await self._live(restarts)
                             if self.jobs_on_loop:
                                 tg.cancel_scope.cancel()  # the idle workers
                             elif self.concurrent:
                                 self._release_event_workers()
                     else:
-                        await self._start()
-                        self.supervisor._started(self)
-                        await self._serve()
+                        await self._live(restarts)
                     self.status = "done"
                     return
                 except Exception as error:
                     exc = first_leaf(error)
-                    restarted = self._may_restart(restarts)
+                    restarted = self._restarting  # (_live decided, for what failed in it)
+                    if restarted is None:
+                        restarted = self._may_restart(restarts)
+                    self._restarting = None
+                    self._redo = None
                     if restarted:
                         # Events made but refused by the dispatcher are lost either way.
                         unhandled, self._undispatched = self._undispatched, []
@@ -170,6 +181,7 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
                             # restart as far as the demand from downstream goes.
                             self.mailbox.appendleft((self._on_self_demand, 0, None))
                         self.status = "restarting"
+                        self._init_done = False  # init runs again
                         self.counters.restarts += 1
                         await checkpoint()
                         continue
@@ -204,6 +216,9 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
             self._task_group = None
             if self.status in ("running", "restarting", "idle"):
                 self.status = "done"
+            elif self.status == "paused":
+                self.status = "failed"  # cancelled while paused: its failure stands
+                self.paused = None
             if not self.stopped:
                 self.stopped = True
                 self.stop_reason = "shutdown"
@@ -213,10 +228,12 @@ class Process(Lifecycle, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
             self.supervisor._stage_ended(self)
 
     async def _start(self) -> None:
-        self.current = []
-        self.current_hook = "init"
-        await self._retried_hook("init")
-        self.current_hook = ""
+        if not self._init_done:
+            self.current = []
+            self.current_hook = "init"
+            await self._retried_hook("init")
+            self.current_hook = ""
+            self._init_done = True
         # On a restart the subscriptions are still live: only new ones are announced.
         for sub in list(self.producers):
             if not sub.active:

@@ -33,8 +33,15 @@ class Producing:
 
     async def _on_subscribe(self, sub: Subscription, _: Any) -> None:
         self.current_hook = "handle_subscribe"
-        await self._hook(self.stage.handle_subscribe, sub)
+        try:
+            await self._hook(self.stage.handle_subscribe, sub)
+        except Exception:
+            self._keep_redo(lambda: self._on_subscribe(sub, None), lambda: self._subscribe(sub))
+            raise
         self.current_hook = ""
+        self._subscribe(sub)
+
+    def _subscribe(self, sub: Subscription) -> None:
         self.consumers[sub] = None
         self.dispatcher.subscribe(sub)
 

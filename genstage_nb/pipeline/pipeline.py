@@ -24,7 +24,7 @@ from .runner import Running
 from .supervision import Supervision
 from .views import Views
 
-ON_FAILURE = ("stop", "continue")
+ON_FAILURE = ("stop", "continue", "pause")
 
 
 def _check_seconds(option: str, value: Any, none_means: str) -> None:
@@ -55,7 +55,10 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
 
     Options: ``name``; ``on_failure`` (``"stop"``: a stage that fails for good stops the
     whole pipeline and ``run()`` raises ``PipelineError``; ``"continue"``: only its
-    subscribers react, by their cancel mode, and ``run()`` raises at the end);
+    subscribers react, by their cancel mode, and ``run()`` raises at the end;
+    ``"pause"``: it pauses, keeping its state, its failed batch and its input, until
+    ``resume(stage)`` (the hook is called again) or ``skip(stage)`` (the batch is
+    dropped); ``run()`` does not return meanwhile, ``stop()`` still stops it);
     ``metrics_interval`` (seconds between metric samples, default 0.25; ``None``
     samples only at the start and the end of a run); ``slow_handler`` (seconds a stage
     hook may hold the event loop before a ``SlowHandler`` warning names it in
@@ -81,7 +84,7 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
     ) -> None:
         if on_failure not in ON_FAILURE:
             raise ValueError(
-                f"Pipeline: on_failure must be 'stop' or 'continue', got {on_failure!r}"
+                f"Pipeline: on_failure must be 'stop', 'continue' or 'pause', got {on_failure!r}"
             )
         _check_seconds("metrics_interval", metrics_interval, "no sampling")
         _check_seconds("slow_handler", slow_handler, "no watchdog")
@@ -98,6 +101,8 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
         self._graph = nx.DiGraph()
         self._procs: dict[str, Process] = {}
         self.failures: dict[str, list[Failure]] = {}
+        self._pause_listeners: list[Any] = []  # called (pipeline, stage, failure) on a pause
+        self._pause_waiters: list[anyio.Event] = []
         self.stopping = False
         self.depth = 0  # how deep stages are serving each other inline (see Process.post)
         # The start gate (see _hold_ask): stages still starting, and the asks held.
@@ -127,7 +132,8 @@ _default: Pipeline | None = None
 
 def default_pipeline() -> Pipeline:
     """The pipeline that ``%%stage`` cells add to unless told otherwise (made on first
-    use; ``%pipeline reset`` replaces it).
+    use; ``%pipeline reset`` replaces it). A stage of it that fails pauses
+    (``on_failure="pause"``): fix its cell, re-run it, and it resumes.
 
     >>> import genstage_nb as gs
     >>> gs.default_pipeline() is gs.default_pipeline()
@@ -135,14 +141,14 @@ def default_pipeline() -> Pipeline:
     """
     global _default
     if _default is None:
-        _default = Pipeline("default")
+        _default = Pipeline("default", on_failure="pause")
     return _default
 
 
 def reset_default_pipeline() -> Pipeline:
     """Replace the default pipeline with a new, empty one and return it."""
     global _default
-    _default = Pipeline("default")
+    _default = Pipeline("default", on_failure="pause")
     return _default
 
 

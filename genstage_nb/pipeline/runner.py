@@ -47,8 +47,8 @@ class Running:
 
     @property
     def status(self) -> dict[str, str]:
-        """Stage name -> ``"idle"``, ``"running"``, ``"done"``, ``"failed"`` or
-        ``"restarting"``."""
+        """Stage name -> ``"idle"``, ``"running"``, ``"done"``, ``"failed"``,
+        ``"restarting"`` or ``"paused"`` (``on_failure="pause"``)."""
         return {name: proc.status for name, proc in self._procs.items()}
 
     async def run(self) -> None:
@@ -157,6 +157,7 @@ class Running:
         finished = self._finished
         if finished is not None:
             finished.set()
+        self._wake_pause_waiters()
 
     def _fresh_processes(self) -> None:
         """A new run starts from new runtime state (stage objects keep theirs)."""

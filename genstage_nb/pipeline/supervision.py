@@ -1,23 +1,26 @@
-"""What a running pipeline hears from its stages: failures, starts, interrupts, ends.
+"""What a running pipeline hears from its stages: failures, pauses, starts, interrupts,
+ends; and what it tells a paused stage (``resume``, ``skip``).
 
 The stages' processes call these (``Process.supervisor`` is the pipeline): a failure
 recorded, a stage failed for good (which stops the pipeline with
-``on_failure="stop"``), the start gate (the first asks wait until every stage has
-started), an interrupt raised in a hook, a stage ended (the last one ends the run).
+``on_failure="stop"``), a stage paused on a failure (``on_failure="pause"``) and going
+on, the start gate (the first asks wait until every stage has started), an interrupt
+raised in a hook, a stage ended (the last one ends the run).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import anyio
 
 from ..core.errors import Failure
+from ..core.pausing import RESUME, SKIP, STOP
 from ..core.process import Process
 from ..core.subscription import Subscription
 from ..watchdog import blocking_stage
 
-if TYPE_CHECKING:
-    import anyio
 
 log = logging.getLogger("genstage_nb")
 
@@ -37,9 +40,100 @@ class Supervision:
     _running: bool
     _ended: anyio.Event | None
     _label: str
+    _procs: dict[str, Process]
+    _pause_listeners: list[Any]
+    _pause_waiters: list[anyio.Event]
 
     def _record_failure(self, proc: Process, failure: Failure) -> None:
         self.failures.setdefault(proc.name, []).append(failure)
+
+    # Paused stages (on_failure="pause"; see core/pausing.py).
+
+    @property
+    def paused(self) -> dict[str, Failure]:
+        """Stage name -> the ``Failure`` each paused stage waits on (empty when none is).
+
+        >>> import genstage_nb as gs
+        >>> gs.Pipeline(on_failure="pause").paused
+        {}
+        """
+        return {
+            name: proc.paused
+            for name, proc in self._procs.items()
+            if proc.paused is not None and proc._decision is None
+        }
+
+    def resume(self, stage: Any) -> None:
+        """Go on with a paused stage: its failed hook is called again with what it had
+        (the batch, the demand, the message), using the stage's code as it is now. Its
+        failure record is removed (the batch is handled after all); if it fails again,
+        it pauses again. Re-running the ``%%stage`` cell of a paused stage does this."""
+        self._paused_process(stage, RESUME)._unpause(RESUME)
+
+    def skip(self, stage: Any) -> None:
+        """Go on with a paused stage without its failed batch: the batch stays counted
+        as failed and in ``failures``, and the stage asks for its replacement. (A
+        ``handle_demand`` has no batch: its demand is served by the next call; a
+        ``handle_info`` message is dropped.)"""
+        proc = self._paused_process(stage, SKIP)
+        if not proc._can_skip:
+            raise ValueError(
+                f"skip: stage {proc.name!r} failed in init, so there is no batch to skip "
+                f"and the stage cannot run without it; fix init and resume({proc.name!r})"
+            )
+        proc._unpause(SKIP)
+
+    def _paused_process(self, stage: Any, verb: str) -> Process:
+        name = stage if isinstance(stage, str) else getattr(stage, "name", stage)
+        proc = self._procs.get(name) if isinstance(name, str) else None
+        if proc is None:
+            known = ", ".join(repr(n) for n in self._procs) or "none"
+            raise ValueError(f"{verb}: {self._label} has no stage {name!r} (stages: {known})")
+        if proc.paused is None or proc._decision is not None:
+            state = "being told to go on" if proc.paused is not None else f"{proc.status!r}"
+            raise RuntimeError(f"{verb}: stage {proc.name!r} is not paused (it is {state})")
+        return proc
+
+    async def wait_paused(self, stage: str | None = None) -> Failure | None:
+        """Wait until a stage (``stage``, or any) is paused; return its ``Failure``, or
+        None when the run ends first (or none is running)."""
+        while True:
+            paused = self.paused
+            if stage is not None:
+                paused = {stage: paused[stage]} if stage in paused else {}
+            if paused:
+                return next(iter(paused.values()))
+            if not self._running:
+                return None
+            waiter = anyio.Event()
+            self._pause_waiters.append(waiter)
+            await waiter.wait()
+
+    def _wake_pause_waiters(self) -> None:
+        waiters, self._pause_waiters = self._pause_waiters, []
+        for waiter in waiters:
+            waiter.set()
+
+    def _stage_paused(self, proc: Process, failure: Failure) -> None:
+        for listener in list(self._pause_listeners):
+            try:
+                listener(self, proc.name, failure)
+            except Exception:  # a listener's bug must not break the stage
+                log.exception("%s: a pause listener failed", self._label)
+        self._wake_pause_waiters()
+
+    def _stage_unpaused(self, proc: Process, failure: Failure, decision: str) -> None:
+        if decision in (RESUME, STOP):
+            # Resumed: the batch is handled again. Stopped: recorded again, with the
+            # rest the stage leaves.
+            records = self.failures.get(proc.name, [])
+            for i, record in enumerate(records):
+                if record is failure:
+                    del records[i]
+                    break
+            if not records:
+                self.failures.pop(proc.name, None)
+        log.info("%s: stage %r %s", self._label, proc.name, _DONE[decision])
 
     def _stage_failed(self, proc: Process, exc: BaseException) -> None:
         self._fatal[proc.name] = exc
@@ -95,6 +189,10 @@ class Supervision:
             self._running = False
             if self._ended is not None:
                 self._ended.set()
+            self._wake_pause_waiters()
+
+
+_DONE = {RESUME: "resumed", SKIP: "skipped its failed batch", STOP: "stopped while paused"}
 
 
 __all__ = ["Supervision"]
