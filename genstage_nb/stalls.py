@@ -78,11 +78,23 @@ def diagnose(pipeline: Any) -> Stall | None:
         if lonely:
             return _stall(pipeline, lonely[0], [], _no_consumer(lonely))
         return None
-    # The root of the wait: a producer whose own input is not waiting.
-    waiting_for = {sub.consumer.name for sub in waiting}
-    roots = [sub for sub in waiting if sub.producer.name not in waiting_for] or waiting
-    producer = roots[0].producer
-    subs = [sub for sub in waiting if sub.producer is producer]
+    # A paused stage holds up the links around it (events sent to it wait unread in
+    # its mailbox, so its own input still looks awaited).
+    paused = [
+        stage
+        for sub in waiting
+        for stage in (sub.producer, sub.consumer)
+        if stage._process is not None and stage._process.paused is not None
+    ]
+    if paused:
+        producer = paused[0]
+        subs = [sub for sub in waiting if producer in (sub.producer, sub.consumer)]
+    else:
+        # The root of the wait: a producer whose own input is not waiting.
+        waiting_for = {sub.consumer.name for sub in waiting}
+        roots = [sub for sub in waiting if sub.producer.name not in waiting_for] or waiting
+        producer = roots[0].producer
+        subs = [sub for sub in waiting if sub.producer is producer]
     reason = _reason(pipeline, producer, subs)
     if lonely:
         reason += "; " + _no_consumer(lonely)

@@ -254,6 +254,11 @@ class Producing:
             return
         del self.consumers[sub]
         await self._hook(self.stage.handle_cancel, sub, reason)
+        if not self.consumers and self.supervisor.stopping:
+            # Stopping, and nobody is left to take what it holds or makes: it ends now
+            # (what it holds is counted as unhandled) instead of at the stop's timeout.
+            self._terminate("shutdown")
+            return
         demand = self.dispatcher.cancel(sub)
         if demand:
             more = self._on_demand(demand)
