@@ -28,17 +28,15 @@ N = 200
 class Flaky:
     """Raises on events in ``bad`` while ``broken`` (the code a user then fixes)."""
 
-    def __init__(self, bad=(50,), times=None):
+    def __init__(self, bad=(50,)):
         self.bad = set(bad)
         self.broken = True
-        self.times = times  # fail this many times in all, then work
         self.failures = 0
 
     def check(self, events):
         if self.broken and self.bad.intersection(events):
-            if self.times is None or self.failures < self.times:
-                self.failures += 1
-                raise ValueError(f"bad event in {events[:3]}...")
+            self.failures += 1
+            raise ValueError(f"bad event in {events[:3]}...")
 
 
 def chain(p, stage, *, max_demand=10, n=N, pc=None):

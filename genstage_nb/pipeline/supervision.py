@@ -21,7 +21,6 @@ from ..core.process import Process
 from ..core.subscription import Subscription
 from ..watchdog import blocking_stage
 
-
 log = logging.getLogger("genstage_nb")
 
 
