@@ -81,7 +81,8 @@ class Lifecycle:
             self.name,
             failure.hook or "a hook",
             then,
-            _user_traceback(exc),
+            user_traceback(exc),
+            extra={"genstage_nb_paused": paused},  # (the notebook shows pauses itself)
         )
         return failure
 
@@ -280,7 +281,7 @@ _RUNNER_MODULES = (
 )
 
 
-def _user_traceback(exc: BaseException) -> str:
+def user_traceback(exc: BaseException) -> str:
     """The traceback of a hook's exception from the user's code on: the runtime's own
     frames above the hook are left out (the exception itself keeps them all)."""
     tb = exc.__traceback__
@@ -321,4 +322,4 @@ def first_leaf(error: BaseException) -> BaseException:
     return exc
 
 
-__all__ = ["Lifecycle", "discard_unstarted", "first_leaf"]
+__all__ = ["Lifecycle", "discard_unstarted", "first_leaf", "user_traceback"]

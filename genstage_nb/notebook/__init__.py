@@ -10,7 +10,10 @@ from typing import Any
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the ``%%stage`` and ``%pipeline`` magics with ``ipython``."""
+    """Register the ``%%stage`` and ``%pipeline`` magics with ``ipython``, and show the
+    pause of a stage in the output of the cell that runs (``notices.py``)."""
     from .magics import StageMagics
+    from .notices import install
 
     ipython.register_magics(StageMagics)
+    install(ipython)

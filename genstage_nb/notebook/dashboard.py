@@ -4,7 +4,8 @@ Start and stop buttons, a status table, one ``IntSlider`` per subscription bound
 its ``max_demand`` (with a second one for ``min_demand``), the graph drawn live (nodes
 shaded by how busy each stage is, the bottleneck outlined, links labelled with
 max_demand and pending demand) beside the metrics plots, and the explanation of what
-limits the pipeline (``Pipeline.explain``) under them. While
+limits the pipeline (``Pipeline.explain``) under them. A paused stage
+(``on_failure="pause"``) shows with its traceback and Resume and Skip buttons. While
 the pipeline runs, a task on the kernel's event loop refreshes the table and the plots
 every ``refresh`` seconds (rendering takes a fraction of that, between two awaits); it
 stops when the pipeline stops or the widget is closed.
@@ -19,9 +20,11 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..core.lifecycle import user_traceback
 from ..core.subscription import Subscription
 from ..executors import dask_dashboards
 from ..watchdog import latest_per_stage
+from .notices import describe
 
 
 def _edge(sub: Subscription) -> str:
@@ -150,6 +153,9 @@ class Dashboard(w.VBox):
         self.tuner: Any = None
         self.status = w.HTML()
         self.warnings = w.HTML()
+        self.paused = w.VBox()  # a paused stage: its traceback, Resume and Skip
+        self.pause_buttons: dict[str, tuple[w.Button, w.Button]] = {}
+        self._paused_key: tuple = ()
         self.sliders = [DemandSliders(sub) for sub in pipeline.subscriptions]
         self.plot = w.Image(format="png", layout=w.Layout(max_width="900px"))
         self.graph = w.Image(format="png", layout=w.Layout(max_width="480px"))
@@ -162,12 +168,14 @@ class Dashboard(w.VBox):
             [
                 w.HBox([self.start_button, self.stop_button, self.auto, self.message]),
                 self.status,
+                self.paused,
                 self.warnings,
                 w.VBox(self.sliders),
                 w.HBox([self.graph, self.plot]),
                 self.explanation,
             ]
         )
+        pipeline._pause_listeners.append(self._on_pause)
         self.update()
         if pipeline.running:
             self._follow()
@@ -206,6 +214,53 @@ class Dashboard(w.VBox):
             if sliders.subscription is sub:
                 sliders.follow()
 
+    def _on_pause(self, pipeline: Any, name: str, failure: Any) -> None:
+        self._show_paused()  # at once, not at the next refresh
+
+    def _show_paused(self) -> None:
+        """A row per paused stage: what failed, the user's traceback, Resume and Skip."""
+        paused = self.pipeline.paused
+        key = tuple((name, id(failure)) for name, failure in paused.items())
+        if key == self._paused_key:
+            return  # the same buttons stay (a click on them must not be lost)
+        self._paused_key = key
+        self.pause_buttons = {}
+        rows = []
+        for name, failure in paused.items():
+            resume = w.Button(
+                description=f"Resume {name}",
+                icon="play",
+                button_style="warning",
+                tooltip=f"call {failure.hook} again with the stage's code as it is now",
+            )
+            skip = w.Button(
+                description=f"Skip {name}'s batch",
+                icon="forward",
+                tooltip="drop the failed batch (counted as failed) and go on",
+            )
+            resume.on_click(lambda _, name=name: self._go_on("resume", name))
+            skip.on_click(lambda _, name=name: self._go_on("skip", name))
+            self.pause_buttons[name] = (resume, skip)
+            text = describe(self.pipeline, name, failure, traceback=False)
+            shown = w.HTML(
+                f"<div style='color:#b8620b'>&#9208; {html.escape(text)}</div>"
+                f"<pre style='font-size:85%'>{html.escape(user_traceback(failure.exception))}"
+                f"</pre>"
+            )
+            rows.append(w.VBox([shown, w.HBox([resume, skip])]))
+        self.paused.children = rows
+
+    def _go_on(self, command: str, name: str) -> None:
+        """The Resume or Skip button of a paused stage."""
+        try:
+            getattr(self.pipeline, command)(name)
+        except (ValueError, RuntimeError) as exc:
+            self.message.value = html.escape(str(exc))
+            return
+        done = "resumed" if command == "resume" else "skipped its failed batch"
+        self.message.value = html.escape(f"{name}: {done}")
+        self._show_paused()
+
     # -- refreshing --------------------------------------------------------------
 
     def _follow(self) -> None:
@@ -234,6 +289,7 @@ class Dashboard(w.VBox):
         for sliders in self.sliders:  # a tuner or code may have changed a link
             sliders.follow()
         self.status.value = self._status_table()
+        self._show_paused()
         links = "".join(
             f"<div>{html.escape(name)} runs on Dask: <a href='{html.escape(link)}' "
             f"target='_blank'>Dask dashboard</a></div>"
@@ -261,7 +317,9 @@ class Dashboard(w.VBox):
         rows = []
         for name, row in totals.iterrows():
             handled = row["events_out"] if row["kind"] == "producer" else row["events_in"]
-            colour = {"failed": "#d9534f", "restarting": "#f0a63a"}.get(row["status"], "inherit")
+            colour = {"failed": "#d9534f", "restarting": "#f0a63a", "paused": "#b8620b"}.get(
+                row["status"], "inherit"
+            )
             rows.append(
                 f"<tr><td>{html.escape(str(name))}</td><td>{row['kind']}</td>"
                 f"<td style='color:{colour}'>{row['status']}</td><td>{handled}</td>"
@@ -272,6 +330,8 @@ class Dashboard(w.VBox):
     def close(self) -> None:
         """Stop refreshing and close the widget."""
         self._closed = True
+        if self._on_pause in self.pipeline._pause_listeners:
+            self.pipeline._pause_listeners.remove(self._on_pause)
         if self._task is not None and not self._task.done():
             self._task.cancel()
         super().close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -14,11 +15,14 @@ from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
 from ..watchdog import latest_per_stage
 from . import cells
 from .cells import CELL_CLASSES, KINDS, CellError, _CellHooks
+from .notices import describe
 
 PIPELINE_COMMANDS = (
     "start",
     "stop",
     "status",
+    "resume",
+    "skip",
     "explain",
     "show",
     "plot",
@@ -47,6 +51,7 @@ def _stage_parser() -> _Parser:
 def _pipeline_parser() -> _Parser:
     p = _Parser(prog="%pipeline", add_help=False)
     p.add_argument("command")
+    p.add_argument("stage", nargs="?")
     p.add_argument("--pipeline")
     return p
 
@@ -143,6 +148,13 @@ class StageMagics(Magics):
                 cells.swap_code(current, hooks, cls)
                 stage = current
                 action = "code replaced"
+                failure = p.paused.get(name)
+                if failure is not None:
+                    # The fix of a paused stage: call the failed hook again with it.
+                    p.resume(name)
+                    n = len(failure.events)
+                    batch = f" with its batch of {n} events" if n else ""
+                    action += f"; resumed: {failure.hook} runs again{batch}"
             else:
                 stage = self._replace(p, current, cells.new_stage(name, kind, hooks, cls))
                 action = f"now a {kind}"
@@ -239,7 +251,8 @@ class StageMagics(Magics):
 
     @line_magic
     def pipeline(self, line: str) -> Any:
-        """%pipeline start|stop|status|show|plot|dashboard|reset [--pipeline VAR]"""
+        """%pipeline start|stop|status|resume NAME|skip NAME|explain|show|plot|dashboard|reset
+        [--pipeline VAR]"""
         args = _pipeline_parser().parse_args(shlex.split(line))
         command = args.command
         if command not in PIPELINE_COMMANDS:
@@ -260,7 +273,13 @@ class StageMagics(Magics):
             p.stop()
             print("pipeline stopping")
             return None
+        if command in ("resume", "skip"):
+            return self._go_on(p, command, args.stage)
+        if args.stage is not None:
+            raise UsageError(f"%pipeline {command}: takes no stage name (got {args.stage!r})")
         if command == "status":
+            for name, failure in p.paused.items():
+                print(describe(p, name, failure), file=sys.stderr)
             for record in latest_per_stage(p.warnings):
                 print(f"warning: {record}")
             return p.metrics.totals()[
@@ -287,6 +306,18 @@ class StageMagics(Magics):
                 p._remove(name)
         print("pipeline reset")
         return None
+
+    def _go_on(self, p: Pipeline, command: str, name: str | None) -> None:
+        """%pipeline resume NAME / %pipeline skip NAME."""
+        if name is None:
+            paused = ", ".join(p.paused) or "none is paused"
+            raise UsageError(f"%pipeline {command}: which stage? (paused: {paused})")
+        try:
+            getattr(p, command)(name)
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"%pipeline {command} {name}: {exc}") from None
+        done = "resumed" if command == "resume" else "skipped its failed batch and goes on"
+        print(f"stage {name!r} {done}")
 
 
 class _CellCodeShown(Exception):

@@ -23,6 +23,11 @@ from ..watchdog import blocking_stage
 
 log = logging.getLogger("genstage_nb")
 
+#: Called ``(pipeline, stage name, failure)`` when a stage of any pipeline pauses (the
+#: notebook extension shows the pause in the cell that runs); a pipeline's own are in
+#: ``Pipeline._pause_listeners``.
+PAUSE_LISTENERS: list[Any] = []
+
 
 class Supervision:
     """The supervision role of ``Pipeline`` (called by the stages' processes)."""
@@ -114,7 +119,7 @@ class Supervision:
             waiter.set()
 
     def _stage_paused(self, proc: Process, failure: Failure) -> None:
-        for listener in list(self._pause_listeners):
+        for listener in [*PAUSE_LISTENERS, *self._pause_listeners]:
             try:
                 listener(self, proc.name, failure)
             except Exception:  # a listener's bug must not break the stage

@@ -1,0 +1,120 @@
+"""Where a notebook user learns that a stage paused: in the cell that runs, once.
+
+A pipeline runs in the background of the kernel, so a stage fails while some other cell
+runs, or while none does. Output printed from a background task lands under whichever
+cell ran last (a notebook runner shows it nowhere), so the notice of a pause is shown:
+
+- at once, in the output of the cell that is running when the stage pauses;
+- otherwise in the output of the next cell the user runs (IPython's ``pre_run_cell``
+  event), before that cell's own output;
+
+once per pause. The log record of a paused failure is left to the notice (the same
+traceback, in the right cell). ``%pipeline status`` and the dashboard show paused stages
+too, for as long as they are paused.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ..core.errors import Failure
+from ..core.lifecycle import user_traceback
+from ..pipeline import default_pipeline
+from ..pipeline.supervision import PAUSE_LISTENERS
+
+
+def describe(pipeline: Any, name: str, failure: Failure, traceback: bool = True) -> str:
+    """The notice of a paused stage: what failed, what is kept, what to do."""
+    exc = failure.exception
+    kept = (
+        f"its batch of {len(failure.events)} events is kept"
+        if failure.events
+        else "nothing is lost"
+    )
+    hook = failure.hook or "its hook"
+    if pipeline is default_pipeline():
+        todo = (
+            f"Fix it and run its %%stage cell again (or %pipeline resume {name}) to call "
+            f"{hook} again; %pipeline skip {name} drops the batch."
+        )
+    else:
+        todo = (
+            f"Fix it, then .resume({name!r}) calls {hook} again; .skip({name!r}) drops the batch."
+        )
+    lines = [
+        f"genstage_nb: stage {name!r} paused after a failure in {hook}: "
+        f"{type(exc).__name__}: {exc} ({kept}; the stages before it wait).",
+        todo,
+    ]
+    if traceback:
+        lines.append(user_traceback(exc))
+    return "\n".join(lines)
+
+
+class PauseNotices:
+    """Shows each pause once, in the output of the cell that runs (see the module doc)."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.cell_running = False
+        self.pending: list[str] = []
+        self.shown = 0
+
+    def register(self) -> None:
+        events = self.shell.events
+        events.register("pre_run_cell", self.pre_run_cell)
+        events.register("post_run_cell", self.post_run_cell)
+        PAUSE_LISTENERS.append(self.on_pause)
+        logging.getLogger("genstage_nb").addFilter(_leave_pauses_to_notices)
+
+    def unregister(self) -> None:
+        events = self.shell.events
+        events.unregister("pre_run_cell", self.pre_run_cell)
+        events.unregister("post_run_cell", self.post_run_cell)
+        if self.on_pause in PAUSE_LISTENERS:
+            PAUSE_LISTENERS.remove(self.on_pause)
+        logging.getLogger("genstage_nb").removeFilter(_leave_pauses_to_notices)
+
+    def on_pause(self, pipeline: Any, name: str, failure: Failure) -> None:
+        text = describe(pipeline, name, failure)
+        if self.cell_running:
+            self._show(text)
+        else:
+            self.pending.append(text)
+
+    def pre_run_cell(self, info: Any = None) -> None:
+        self.cell_running = True
+        pending, self.pending = self.pending, []
+        for text in pending:
+            self._show(text)
+
+    def post_run_cell(self, result: Any = None) -> None:
+        self.cell_running = False
+
+    def _show(self, text: str) -> None:
+        self.shown += 1
+        print(text, file=sys.stderr, flush=True)
+
+
+def _leave_pauses_to_notices(record: logging.LogRecord) -> bool:
+    return not getattr(record, "genstage_nb_paused", False)
+
+
+_notices: PauseNotices | None = None
+
+
+def install(shell: Any) -> PauseNotices:
+    """Show pauses in ``shell``'s cells (once per kernel; ``%load_ext`` calls this)."""
+    global _notices
+    if _notices is not None and _notices.shell is not shell:
+        _notices.unregister()
+        _notices = None
+    if _notices is None:
+        _notices = PauseNotices(shell)
+        _notices.register()
+    return _notices
+
+
+__all__ = ["PauseNotices", "describe", "install"]
