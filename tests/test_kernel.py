@@ -111,3 +111,80 @@ def test_notebook_runs_swaps_and_tunes_a_live_pipeline_in_a_real_kernel(tmp_path
     assert any(
         "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in nb.cells[7].outputs
     )
+
+
+PAUSE_SETUP = """\
+import asyncio
+import genstage_nb as gs
+%load_ext genstage_nb
+p = gs.default_pipeline()  # on_failure="pause"
+LIMIT, HALF = 600, 300
+GATE = asyncio.Event()"""
+
+PAUSE_NUMBERS = "%%stage numbers\n" + GATED_NUMBERS
+
+BUGGY_SINK = """\
+%%stage sink --subscribe-to numbers --max-demand 10
+def init(self):
+    self.seen = []
+
+def handle_events(self, events):
+    if 450 in events:
+        raise ValueError("a bug in the sink")
+    self.seen.extend(events)"""
+
+FIXED_SINK = """\
+%%stage sink --subscribe-to numbers --max-demand 10
+def init(self):
+    self.seen = []
+
+def handle_events(self, events):
+    self.seen.extend(events)"""
+
+OPEN_GATE = """\
+GATE.set()  # the bug is past the gate: it fails while this cell runs
+failure = await p.wait_paused("sink")
+print("status:", p.status["sink"], "events kept:", failure.events)"""
+
+AFTER_FIX = """\
+await p.wait()
+seen = p.stages["sink"].seen
+assert seen == list(range(LIMIT)), "events lost, duplicated or out of order"
+assert p.stages["numbers"].n == LIMIT and not p.failures
+print("every event once:", len(seen), p.status)"""
+
+
+@pytest.mark.timeout(300)
+def test_a_paused_stage_is_fixed_by_rerunning_its_cell_in_a_real_kernel(tmp_path):
+    cells = [
+        PAUSE_SETUP,
+        PAUSE_NUMBERS,
+        BUGGY_SINK,
+        "%pipeline start",
+        OPEN_GATE,
+        "x = 1",
+        "%pipeline status",
+        FIXED_SINK,
+        AFTER_FIX,
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+
+    def stream(i, name):
+        return "".join(o.get("text", "") for o in nb.cells[i].outputs if o.get("name") == name)
+
+    # The notice shows once, in the cell that ran when the stage paused, with the
+    # traceback of the cell's code; not under the cell that started the pipeline.
+    notice = "stage 'sink' paused after a failure in handle_events: ValueError: a bug"
+    assert notice in stream(4, "stderr")
+    assert 'raise ValueError("a bug in the sink")' in stream(4, "stderr")
+    assert "status: paused events kept: [450, 451, 452, 453, 454]" in stream(4, "stdout")
+    assert "paused" not in stream(3, "stderr") + stream(5, "stderr")
+    assert "Traceback" not in stream(3, "stderr")  # the log record is left to the notice
+    assert notice in stream(6, "stderr")  # %pipeline status, while paused
+    assert "code replaced; resumed: handle_events runs again" in stream(7, "stdout")
+    assert "every event once: 600" in stream(8, "stdout")
+    assert "'sink': 'done'" in stream(8, "stdout")

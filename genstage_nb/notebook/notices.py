@@ -4,7 +4,9 @@ A pipeline runs in the background of the kernel, so a stage fails while some oth
 runs, or while none does. Output printed from a background task lands under whichever
 cell ran last (a notebook runner shows it nowhere), so the notice of a pause is shown:
 
-- at once, in the output of the cell that is running when the stage pauses;
+- at once, in the output of the cell that is running when the stage pauses (printed in
+  that cell's context: a kernel sends output to the cell the context names, and the
+  stage's task carries the context of the cell that started the pipeline);
 - otherwise in the output of the next cell the user runs (IPython's ``pre_run_cell``
   event), before that cell's own output;
 
@@ -15,6 +17,7 @@ too, for as long as they are paused.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from typing import Any
@@ -59,6 +62,7 @@ class PauseNotices:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
         self.cell_running = False
+        self.cell_context: contextvars.Context | None = None
         self.pending: list[str] = []
         self.shown = 0
 
@@ -79,19 +83,23 @@ class PauseNotices:
 
     def on_pause(self, pipeline: Any, name: str, failure: Failure) -> None:
         text = describe(pipeline, name, failure)
-        if self.cell_running:
-            self._show(text)
+        if self.cell_running and self.cell_context is not None:
+            # Printed in the running cell's context: the kernel sends output to the
+            # cell its context names (the stage's task has the one that started it).
+            self.cell_context.run(self._show, text)
         else:
             self.pending.append(text)
 
     def pre_run_cell(self, info: Any = None) -> None:
         self.cell_running = True
+        self.cell_context = contextvars.copy_context()
         pending, self.pending = self.pending, []
         for text in pending:
             self._show(text)
 
     def post_run_cell(self, result: Any = None) -> None:
         self.cell_running = False
+        self.cell_context = None
 
     def _show(self, text: str) -> None:
         self.shown += 1
