@@ -153,7 +153,7 @@ class StageMagics(Magics):
                     # The fix of a paused stage: call the failed hook again with it.
                     p.resume(name)
                     n = len(failure.events)
-                    batch = f" with its batch of {n} events" if n else ""
+                    batch = f" with its batch of {n} event{'s' * (n != 1)}" if n else ""
                     action += f"; resumed: {failure.hook} runs again{batch}"
             else:
                 stage = self._replace(p, current, cells.new_stage(name, kind, hooks, cls))

@@ -31,11 +31,8 @@ from ..pipeline.supervision import PAUSE_LISTENERS
 def describe(pipeline: Any, name: str, failure: Failure, traceback: bool = True) -> str:
     """The notice of a paused stage: what failed, what is kept, what to do."""
     exc = failure.exception
-    kept = (
-        f"its batch of {len(failure.events)} events is kept"
-        if failure.events
-        else "nothing is lost"
-    )
+    n = len(failure.events)
+    kept = f"its batch of {n} event{'s' * (n != 1)} is kept" if n else "nothing is lost"
     hook = failure.hook or "its hook"
     if pipeline is default_pipeline():
         todo = (
@@ -44,7 +41,8 @@ def describe(pipeline: Any, name: str, failure: Failure, traceback: bool = True)
         )
     else:
         todo = (
-            f"Fix it, then .resume({name!r}) calls {hook} again; .skip({name!r}) drops the batch."
+            f"Fix it (run its %%stage cell again, if it has one, or call .resume({name!r}) "
+            f"on its pipeline) to call {hook} again; .skip({name!r}) drops the batch."
         )
     lines = [
         f"genstage_nb: stage {name!r} paused after a failure in {hook}: "
