@@ -8,6 +8,7 @@ case without a row, fails.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -236,6 +237,47 @@ def magic(line, cell=None, before=()):
 
 SINK = "def handle_events(events):\n    pass"
 
+
+def pause_call(verb, name):
+    def call():
+        p = gs.Pipeline(on_failure="pause")
+        p.add(gs.consumer(print, name="sink"))
+        return getattr(p, verb)(name)
+
+    return call
+
+
+def skip_a_stage_paused_in_init():
+    class Sink(gs.Consumer):
+        def init(self):
+            raise OSError("no database")
+
+        def handle_events(self, events):
+            pass
+
+    p = gs.Pipeline(on_failure="pause")
+    p.link(p.add(gs.from_iterable(range(3)), name="src"), p.add(Sink(name="sink")))
+    seen = []
+
+    async def run():
+        with contextlib.suppress(gs.PipelineError):  # stopped while paused: it failed
+            await p.run()
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            while not p.running:
+                await anyio.lowlevel.checkpoint()
+            await p.wait_paused("sink")
+            try:
+                p.skip("sink")
+            except ValueError as exc:
+                seen.append(exc)
+            p.stop()
+
+    anyio.run(main)
+    return seen[0]
+
 CASES = {
     # Pipeline(...)
     "pipeline-on-failure": lambda: gs.Pipeline(on_failure="ignore"),
@@ -328,7 +370,12 @@ CASES = {
     "stream-consumer": stream_of_a_consumer,
     "stream-idle": iterate_a_stream_of_an_idle_pipeline,
     "demand-mode": demand_mode_unknown,
+    "resume-unknown": pause_call("resume", "nope"),
+    "resume-not-paused": pause_call("skip", "sink"),
+    "skip-init": skip_a_stage_paused_in_init,
     # notebook
+    "magic-resume-which": magic("resume --pipeline p"),
+    "magic-resume-not-paused": magic("skip numbers --pipeline p"),
     "magic-kind": magic("sink --kind sink --pipeline p", SINK),
     "magic-subscribe-to": magic("sink --subscribe-to numbrs --pipeline p", SINK),
     "magic-subscribe-self": magic("sink --subscribe-to sink --pipeline p", SINK),
