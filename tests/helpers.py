@@ -147,3 +147,18 @@ async def handle_demand(self, demand):
     if self.n >= LIMIT:
         self.finish()
     return events"""
+
+
+async def settle(p, quiet=100):
+    """Let the stages of ``p`` go as far as they can: return once nothing has moved for
+    ``quiet`` checkpoints in a row (every ready task runs at each). (anyio's
+    ``wait_all_tasks_blocked`` can wait forever beside a task that wakes on a timer at
+    its own polling period, like the watchdog's heartbeat.)"""
+    from genstage_nb.stalls import progress
+
+    last, same = None, 0
+    while same < quiet:
+        await anyio.lowlevel.checkpoint()
+        now = progress(p)[0]
+        same = same + 1 if now == last else 0
+        last = now

@@ -5,7 +5,9 @@ The test opens tutorial 04 (a copy), runs all its cells, then checks in the page
 the dashboard renders (status table, one max_demand slider per subscription, a plot
 that changes between refreshes once the pipeline runs again), that moving a slider
 changes max_demand in the kernel (read back through a new cell), and that the stop
-button stops the pipeline. Screenshots go to ``build/browser/``; on failure the
+button stops the pipeline. Then a new pipeline whose stage fails pauses: the dashboard
+shows its traceback and a Resume button, which (after the fix) resumes it with every
+event once. Screenshots go to ``build/browser/``; on failure the
 browser's console log is printed.
 
 Outside CI the test skips where Chromium is absent; in CI (``CI`` set) it never skips.
@@ -145,7 +147,24 @@ def run_in_new_cell(page, code: str, expect: str, timeout: float = 60_000) -> st
     cell = cells.nth(index)
     output = cell.locator(".jp-OutputArea-output")
     output.filter(has_text=re.compile(expect)).first.wait_for(timeout=timeout)
-    return output.inner_text()
+    return "\n".join(output.all_inner_texts())
+
+
+#: A pipeline whose consumer fails at event 30 while ``BUG`` is set: it pauses (typed
+#: into a new cell; the dashboard is shown in its output).
+PAUSING = """\
+b = gs.Pipeline("browser", on_failure="pause")
+BUG, got = True, []
+def check(events):
+    if BUG and 30 in events:
+        raise ValueError("a bug at 30")
+    got.extend(events)
+b.link(b.add(gs.from_iterable(range(100)), name="src"), b.add(gs.consumer(check)), max_demand=5)
+bdash = b.dashboard(refresh=0.2)
+display(bdash)
+b.start()
+await b.wait_paused("check")
+print("paused", b.status["check"])"""
 
 
 @pytest.mark.timeout(900)
@@ -239,6 +258,31 @@ def test_the_dashboard_works_in_jupyterlab(lab):
             text = run_in_new_cell(page, 'print("running", p.running)', r"running \w+")
             assert "running False" in text, text
             page.screenshot(path=str(ARTIFACTS / "3-stopped.png"), full_page=True)
+
+            # A stage that fails pauses; the dashboard shows it with its traceback and a
+            # Resume button; fix what the hook reads, click Resume: every event once.
+            text = run_in_new_cell(page, PAUSING, r"paused \w+")
+            # The notice shows once in the whole notebook: in this cell (the one running
+            # when it paused), beside the dashboard's own line about it.
+            notices = page.locator(
+                "[data-mime-type='application/vnd.jupyter.stderr']",
+                has_text="stage 'check' paused after a failure in handle_events",
+            )
+            assert notices.count() == 1 and "ValueError: a bug at 30" in text
+            resume = page.locator("button", has_text="Resume check")
+            resume.wait_for(timeout=60_000)
+            paused = page.locator(".widget-html", has_text="ValueError: a bug at 30").first
+            assert "raise ValueError" in paused.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "4-paused.png"), full_page=True)
+            run_in_new_cell(page, "BUG = False\nprint('fixed')", r"fixed")
+            resume.click()
+            text = run_in_new_cell(
+                page,
+                "await b.wait()\nprint('once', got == list(range(100)), b.status, b.failures)",
+                r"once \w+",
+            )
+            assert "once True {'src': 'done', 'check': 'done'} {}" in text, text
+            page.screenshot(path=str(ARTIFACTS / "5-resumed.png"), full_page=True)
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
             print("browser console:\n" + "\n".join(console))

@@ -278,6 +278,7 @@ def skip_a_stage_paused_in_init():
     anyio.run(main)
     return seen[0]
 
+
 CASES = {
     # Pipeline(...)
     "pipeline-on-failure": lambda: gs.Pipeline(on_failure="ignore"),

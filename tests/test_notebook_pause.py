@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from anyio import wait_all_tasks_blocked
+from helpers import settle
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -67,7 +67,7 @@ async def run_until_paused(tg):
     while not p.running:
         await anyio.lowlevel.checkpoint()
     failure = await p.wait_paused("sink")
-    await wait_all_tasks_blocked()
+    await settle(p)
     return p, failure
 
 

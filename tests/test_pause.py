@@ -14,7 +14,7 @@ import contextlib
 
 import anyio
 import pytest
-from anyio import wait_all_tasks_blocked
+from helpers import settle
 
 import genstage_nb as gs
 from genstage_nb.pipeline import reset_default_pipeline
@@ -75,7 +75,7 @@ async def running(p):
 async def paused(p, name="stage"):
     failure = await p.wait_paused(name)
     assert failure is not None, "the run ended without a pause"
-    await wait_all_tasks_blocked()  # the rest of the pipeline goes as far as it can
+    await settle(p)  # the rest of the pipeline goes as far as it can
     assert p.status[name] == "paused"
     gs.check_balance(p)
     return failure
@@ -168,7 +168,7 @@ async def test_a_second_failure_pauses_again():
         p.resume("stage")
         second = await p.wait_paused("stage")
         assert second is not first and 150 in second.events
-        await wait_all_tasks_blocked()
+        await settle(p)
         assert p.failures["stage"] == [second]
         gs.check_balance(p)
         flaky.broken = False
@@ -189,7 +189,7 @@ async def test_resume_with_the_failure_still_there_pauses_again():
     async with running(p):
         await paused(p)
         p.resume("stage")  # not fixed
-        await wait_all_tasks_blocked()
+        await settle(p)
         failure = await paused(p)
         assert flaky.failures == 2 and len(p.failures["stage"]) == 1
         assert 50 in failure.events

@@ -215,7 +215,8 @@ class Dashboard(w.VBox):
                 sliders.follow()
 
     def _on_pause(self, pipeline: Any, name: str, failure: Any) -> None:
-        self._show_paused()  # at once, not at the next refresh
+        self.update()  # at once, not at the next refresh
+        self._follow()  # (a pipeline started elsewhere: refresh from now on)
 
     def _show_paused(self) -> None:
         """A row per paused stage: what failed, the user's traceback, Resume and Skip."""
@@ -232,18 +233,20 @@ class Dashboard(w.VBox):
                 icon="play",
                 button_style="warning",
                 tooltip=f"call {failure.hook} again with the stage's code as it is now",
+                layout=w.Layout(width="auto"),
             )
             skip = w.Button(
                 description=f"Skip {name}'s batch",
                 icon="forward",
                 tooltip="drop the failed batch (counted as failed) and go on",
+                layout=w.Layout(width="auto"),
             )
             resume.on_click(lambda _, name=name: self._go_on("resume", name))
             skip.on_click(lambda _, name=name: self._go_on("skip", name))
             self.pause_buttons[name] = (resume, skip)
             text = describe(self.pipeline, name, failure, traceback=False)
             shown = w.HTML(
-                f"<div style='color:#b8620b'>&#9208; {html.escape(text)}</div>"
+                f"<div style='color:#b8620b'>&#9888; {html.escape(text)}</div>"
                 f"<pre style='font-size:85%'>{html.escape(user_traceback(failure.exception))}"
                 f"</pre>"
             )
