@@ -255,7 +255,8 @@ def test_dashboard_widget_tree_and_slider_binding():
     s2 = p.link(mid, out, max_demand=10, min_demand=2)
     d = p.dashboard()
     assert isinstance(d, w.VBox)
-    buttons, status, warnings, sliders, pictures, explanation = d.children
+    buttons, status, paused, warnings, sliders, pictures, explanation = d.children
+    assert paused.children == ()  # a paused stage would show here
     assert warnings.value == ""  # no slow handler
     assert [b.description for b in buttons.children[:2]] == ["Start", "Stop"]
     assert "<th>stage</th>" in status.value and "src" in status.value

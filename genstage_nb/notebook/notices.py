@@ -8,7 +8,7 @@ cell ran last (a notebook runner shows it nowhere), so the notice of a pause is 
   that cell's context: a kernel sends output to the cell the context names, and the
   stage's task carries the context of the cell that started the pipeline);
 - otherwise in the output of the next cell the user runs (IPython's ``pre_run_cell``
-  event), before that cell's own output;
+  event), before that cell's own output, if the stage is still paused then;
 
 once per pause. The log record of a paused failure is left to the notice (the same
 traceback, in the right cell). ``%pipeline status`` and the dashboard show paused stages
@@ -61,7 +61,7 @@ class PauseNotices:
         self.shell = shell
         self.cell_running = False
         self.cell_context: contextvars.Context | None = None
-        self.pending: list[str] = []
+        self.pending: list[tuple[Any, str, Failure]] = []  # shown by the next cell
         self.shown = 0
 
     def register(self) -> None:
@@ -80,20 +80,20 @@ class PauseNotices:
         logging.getLogger("genstage_nb").removeFilter(_leave_pauses_to_notices)
 
     def on_pause(self, pipeline: Any, name: str, failure: Failure) -> None:
-        text = describe(pipeline, name, failure)
         if self.cell_running and self.cell_context is not None:
             # Printed in the running cell's context: the kernel sends output to the
             # cell its context names (the stage's task has the one that started it).
-            self.cell_context.run(self._show, text)
+            self.cell_context.run(self._show, describe(pipeline, name, failure))
         else:
-            self.pending.append(text)
+            self.pending.append((pipeline, name, failure))
 
     def pre_run_cell(self, info: Any = None) -> None:
         self.cell_running = True
         self.cell_context = contextvars.copy_context()
         pending, self.pending = self.pending, []
-        for text in pending:
-            self._show(text)
+        for pipeline, name, failure in pending:
+            if pipeline.paused.get(name) is failure:  # (not if resumed or stopped since)
+                self._show(describe(pipeline, name, failure))
 
     def post_run_cell(self, result: Any = None) -> None:
         self.cell_running = False
