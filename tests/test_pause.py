@@ -532,3 +532,59 @@ async def test_on_failure_stop_does_not_pause():
 def test_the_default_pipeline_pauses():
     assert gs.default_pipeline().on_failure == "pause"
     assert reset_default_pipeline().on_failure == "pause"
+
+
+class AsyncHooks(gs.Producer):
+    """Async init, handle_demand and handle_info; each fails once while broken."""
+
+    def __init__(self, n, fail_in):
+        super().__init__()
+        self.n, self.fail_in, self.inits = n, fail_in, 0
+
+    async def init(self):
+        await anyio.lowlevel.checkpoint()
+        self.inits += 1
+        if self.fail_in == "init":
+            raise OSError("not yet")
+        self.next = 0
+
+    async def handle_demand(self, demand):
+        await anyio.lowlevel.checkpoint()
+        if self.fail_in == "handle_demand" and self.next >= 40:
+            raise OSError("not yet")
+        events = list(range(self.next, min(self.next + demand, self.n)))
+        self.next += len(events)
+        if self.next >= self.n:
+            self.finish()
+        return events
+
+
+@pytest.mark.parametrize("hook", ["init", "handle_demand"])
+async def test_async_producer_hooks_pause_and_resume(hook):
+    p = gs.Pipeline(on_failure="pause")
+    out = []
+    src = p.add(AsyncHooks(N, hook), name="src")
+    p.link(src, p.add(gs.consumer(out.extend), name="sink"), max_demand=6)
+    async with running(p):
+        failure = await paused(p, "src")
+        assert failure.hook == hook
+        src.fail_in = None
+        p.resume("src")
+        await p.wait()
+    assert out == list(range(N))
+    assert src.inits == (2 if hook == "init" else 1)
+
+
+async def test_a_failure_while_stopping_does_not_pause():
+    p = gs.Pipeline(on_failure="pause")
+
+    def sink(events):
+        p.stop()  # the stop has begun when it fails: nobody would resume it
+        raise ValueError("failing while stopping")
+
+    chain(p, gs.consumer(sink), max_demand=5)
+    async with running(p):
+        with pytest.raises(gs.PipelineError):
+            await p.wait()
+    assert p.status["stage"] == "failed" and p.paused == {}
+    gs.check_balance(p)

@@ -70,7 +70,13 @@ class Pausing:
             except Exception as error:
                 exc = first_leaf(error)
                 self._restarting = self._may_restart(restarts)
-                if self._restarting or self.supervisor.on_failure != "pause" or self.stopped:
+                supervisor = self.supervisor
+                if (
+                    self._restarting
+                    or supervisor.on_failure != "pause"
+                    or supervisor.stopping  # (nobody will resume it: it fails for good)
+                    or self.stopped
+                ):
                     raise
                 in_init = starting and self.current_hook == "init"
                 decision, redo = await self._pause(exc, in_init)
