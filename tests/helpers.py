@@ -135,6 +135,19 @@ async def live_tasks():
 
 #: A %%stage cell body: a producer of 0..LIMIT-1 that waits on GATE (an asyncio.Event
 #: of the notebook) once it has made HALF, so a test can act while the pipeline runs.
+#: A ``%%stage`` producer cell: 0..LIMIT-1 (``LIMIT`` from the notebook's namespace).
+NUMBERS_CELL = """
+def init(self):
+    self.n = 0
+
+def handle_demand(self, demand):
+    events = list(range(self.n, min(self.n + demand, LIMIT)))
+    self.n += len(events)
+    if self.n >= LIMIT:
+        self.finish()
+    return events
+"""
+
 GATED_NUMBERS = """\
 def init(self):
     self.n = 0

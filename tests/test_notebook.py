@@ -6,7 +6,7 @@ import base64
 
 import anyio
 import pytest
-from helpers import GATED_NUMBERS
+from helpers import GATED_NUMBERS, NUMBERS_CELL
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -27,17 +27,7 @@ def stage(sh, line, cell):
     return sh.run_cell_magic("stage", line + " --pipeline p", cell)
 
 
-NUMBERS = """
-def init(self):
-    self.n = 0
-
-def handle_demand(self, demand):
-    events = list(range(self.n, min(self.n + demand, LIMIT)))
-    self.n += len(events)
-    if self.n >= LIMIT:
-        self.finish()
-    return events
-"""
+NUMBERS = NUMBERS_CELL
 
 SINK = """
 def init(self):

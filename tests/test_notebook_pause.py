@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from helpers import settle
+from helpers import NUMBERS_CELL, settle
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -17,17 +17,7 @@ from genstage_nb.pipeline import reset_default_pipeline
 
 pytestmark = pytest.mark.anyio
 
-NUMBERS = """
-def init(self):
-    self.n = 0
-
-def handle_demand(self, demand):
-    events = list(range(self.n, min(self.n + demand, LIMIT)))
-    self.n += len(events)
-    if self.n >= LIMIT:
-        self.finish()
-    return events
-"""
+NUMBERS = NUMBERS_CELL
 
 BROKEN = """
 def init(self):

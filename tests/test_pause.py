@@ -32,11 +32,17 @@ class Flaky:
         self.bad = set(bad)
         self.broken = True
         self.failures = 0
+        self.out = []
 
     def check(self, events):
         if self.broken and self.bad.intersection(events):
             self.failures += 1
             raise ValueError(f"bad event in {events[:3]}...")
+
+    def sink(self, events):
+        """A consumer's handle_events: the events it handled go to ``out``."""
+        self.check(events)
+        self.out.extend(events)
 
 
 def chain(p, stage, *, max_demand=10, n=N, pc=None):
@@ -84,13 +90,9 @@ async def paused(p, name="stage"):
 @pytest.mark.parametrize("max_demand", [1, 5, 1000])
 async def test_resume_after_fix_every_event_once_in_order(max_demand):
     p = gs.Pipeline(on_failure="pause")
-    flaky, out = Flaky(), []
-
-    def sink(events):
-        flaky.check(events)
-        out.extend(events)
-
-    chain(p, gs.consumer(sink), max_demand=max_demand, pc=gs.producer_consumer(list))
+    flaky = Flaky()
+    out = flaky.out
+    chain(p, gs.consumer(flaky.sink), max_demand=max_demand, pc=gs.producer_consumer(list))
     async with running(p):
         failure = await paused(p)
         assert 50 in failure.events and failure.hook == "handle_events" and failure.paused
@@ -155,13 +157,9 @@ async def test_async_hook_fails_and_resumes():
 
 async def test_a_second_failure_pauses_again():
     p = gs.Pipeline(on_failure="pause")
-    flaky, out = Flaky(bad=(50, 150)), []
-
-    def sink(events):
-        flaky.check(events)
-        out.extend(events)
-
-    chain(p, gs.consumer(sink), max_demand=5)
+    flaky = Flaky(bad=(50, 150))
+    out = flaky.out
+    chain(p, gs.consumer(flaky.sink), max_demand=5)
     async with running(p):
         first = await paused(p)
         flaky.bad = {150}  # half a fix: the first batch goes, the next bad one fails
@@ -179,13 +177,9 @@ async def test_a_second_failure_pauses_again():
 
 async def test_resume_with_the_failure_still_there_pauses_again():
     p = gs.Pipeline(on_failure="pause")
-    flaky, out = Flaky(), []
-
-    def sink(events):
-        flaky.check(events)
-        out.extend(events)
-
-    chain(p, gs.consumer(sink), max_demand=5)
+    flaky = Flaky()
+    out = flaky.out
+    chain(p, gs.consumer(flaky.sink), max_demand=5)
     async with running(p):
         await paused(p)
         p.resume("stage")  # not fixed
@@ -201,13 +195,9 @@ async def test_resume_with_the_failure_still_there_pauses_again():
 
 async def test_skip_drops_the_batch_counts_it_and_asks_for_more():
     p = gs.Pipeline(on_failure="pause")
-    flaky, out = Flaky(), []
-
-    def sink(events):
-        flaky.check(events)
-        out.extend(events)
-
-    chain(p, gs.consumer(sink), max_demand=5)
+    flaky = Flaky()
+    out = flaky.out
+    chain(p, gs.consumer(flaky.sink), max_demand=5)
     async with running(p):
         failure = await paused(p)
         p.skip("stage")
@@ -221,13 +211,9 @@ async def test_skip_drops_the_batch_counts_it_and_asks_for_more():
 
 async def test_stop_while_paused_accounts_for_every_event():
     p = gs.Pipeline(on_failure="pause")
-    flaky, out = Flaky(), []
-
-    def sink(events):
-        flaky.check(events)
-        out.extend(events)
-
-    chain(p, gs.consumer(sink), max_demand=5, pc=gs.producer_consumer(list))
+    flaky = Flaky()
+    out = flaky.out
+    chain(p, gs.consumer(flaky.sink), max_demand=5, pc=gs.producer_consumer(list))
     async with running(p):
         failure = await paused(p)
         await p.stop()
@@ -249,13 +235,9 @@ async def test_stop_while_paused_accounts_for_every_event():
 
 async def test_run_does_not_return_while_a_stage_is_paused():
     p = gs.Pipeline(on_failure="pause")
-    flaky, out = Flaky(), []
-
-    def sink(events):
-        flaky.check(events)
-        out.extend(events)
-
-    chain(p, gs.consumer(sink), max_demand=5)
+    flaky = Flaky()
+    out = flaky.out
+    chain(p, gs.consumer(flaky.sink), max_demand=5)
     ran = []
 
     async def run():
