@@ -87,9 +87,12 @@ class ConcurrentEvents:
         if not state[1] and not any(s[1] for s in self._in_flight.values()):
             self.time.leave(clock(), IDLE)
         # ConsumerSupervisor's rule: ask once min_demand handlers have finished.
-        if state[0] >= max(sub.min_demand, 1) and not sub._demand.manual:
+        demand = sub._demand
+        if state[0] >= max(demand.min_demand, 1) and not demand.manual:
             n, state[0] = state[0], 0
-            sub._demand.pending += n
+            demand.pending += n
+            if demand.realign is not None:
+                demand._realigned()
             self._ask_upstream(sub, n)
 
     async def _on_event_failed(self, exc: BaseException, failed: tuple) -> None:

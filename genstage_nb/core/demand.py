@@ -55,7 +55,7 @@ class DemandState:
     producer bug that GenStage logs; it should stay 0).
     """
 
-    __slots__ = ("max_demand", "min_demand", "pending", "manual", "excess")
+    __slots__ = ("max_demand", "min_demand", "pending", "manual", "excess", "realign")
 
     def __init__(self, max_demand: int, min_demand: int, manual: bool = False) -> None:
         self.max_demand = max_demand
@@ -63,6 +63,34 @@ class DemandState:
         self.pending = 0
         self.manual = manual
         self.excess = 0
+        self.realign: int | None = None
+
+    def realign_to(self, min_demand: int) -> None:
+        """Take ``min_demand`` as 0 until the next ask, then ``min_demand``.
+
+        The lists a producer sends are as big as the asks, and each ask refills the
+        pending demand to ``max_demand``: so once a list arrives that is not a whole
+        number of batches (after ``max_demand`` changed, say), its remainder comes
+        back as part of every later ask, and every later list is cut into full batches
+        and a small one. Asking only once nothing is pending makes the next ask
+        ``max_demand`` whole, and the lists come in whole batches again
+        (``Pipeline.autotune`` does this when it changes a link).
+
+        >>> d = DemandState(10, 5)
+        >>> d.pending = 7  # a remainder of 2 in flight: lists would come as 5 + 2
+        >>> d.realign_to(5)
+        >>> d.split([0] * 5), d.min_demand  # 2 still pending: no ask yet
+        ([([0, 0, 0, 0, 0], 0)], 0)
+        >>> d.split([0, 0]), d.min_demand  # all in: ask 10, and min_demand is back
+        ([([0, 0], 10)], 5)
+        """
+        self.realign = min_demand
+        self.min_demand = 0
+
+    def _realigned(self) -> int:
+        min_demand, self.realign = self.realign, None
+        self.min_demand = min_demand
+        return min_demand
 
     def initial_ask(self) -> int:
         """The first ask of an automatic subscription: ``max_demand``."""
@@ -96,6 +124,8 @@ class DemandState:
             left = pending - used
             if left <= min_demand:
                 self.pending = max_demand
+                if self.realign is not None:
+                    self._realigned()
                 return [(events, max_demand - left)]
             self.pending = left
             return [(events, 0)]
@@ -116,6 +146,8 @@ class DemandState:
             if left <= min_demand:
                 pending = max_demand
                 batches.append((batch, max_demand - left))
+                if self.realign is not None:
+                    min_demand = self._realigned()
             else:
                 pending = left
                 batches.append((batch, 0))

@@ -79,6 +79,7 @@ def chain(producer: Process) -> list[_Level] | None:
             or to.rate is not None  # events leave it paced
             or to._rest is not None
             or sub._demand.manual
+            or sub._demand.realign is not None  # (the loop knows GenStage's rule only)
             or sub not in to.producers
             or len(levels) == _MAX_LEVELS
         ):

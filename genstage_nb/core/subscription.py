@@ -124,6 +124,7 @@ class Subscription:
         )
         self._demand.max_demand = new_max
         self._demand.min_demand = value
+        self._demand.realign = None  # (a realignment in course would undo this min_demand)
         if min_demand is not None:
             self._min_default = False
 
