@@ -252,9 +252,10 @@ class Tuner:
         for sub in self._links:
             if sub.max_demand != value:
                 sub.tune(max_demand=value, min_demand=value // 2)
-                # (after tune, which cancels any realignment in course) The lists come in whole batches of the new size again once what the
-                # old asks left in flight is in (DemandState.realign_to): otherwise a
-                # remainder is carried on forever, a batch for a few events each time.
+                # Once what the old asks left in flight is in, the lists come in whole
+                # batches of the new size again (DemandState.realign_to; set after
+                # tune(), which cancels a realignment in course). Otherwise a remainder
+                # is carried on forever: a batch for a few events, each time.
                 sub._demand.realign_to(value // 2)
                 for listener in self.listeners:
                     listener(sub, value)
