@@ -27,6 +27,9 @@ import anyio
 GAIN = 0.05
 #: A settled tuner tunes again when the throughput moves this much.
 SHIFT = 0.3
+#: Where a doubling would cross a bound, a last step up to the bound is tried when it
+#: is at least this much bigger.
+FILL = 0.25
 
 
 class TuneRule:
@@ -35,10 +38,12 @@ class TuneRule:
     ``observe(throughput, in_flight)`` takes the throughput measured at the current
     value (events/s) and the events in flight, and returns the next value to try, or
     None to keep it. It doubles the value while each doubling gains at least ``GAIN``,
-    goes back to the last value that did when one does not, and settles; it halves the
-    value when the events in flight exceed ``max_in_flight`` or ``throughput *
-    target_latency`` (and settles once they are within), and never proposes a value
-    whose projected in-flight would exceed them.
+    goes back to the last value that did when one does not, and settles; where a
+    doubling would put more in flight than ``max_in_flight`` or ``throughput *
+    target_latency`` (in flight projected in proportion to the value), it tries the
+    largest value within them instead (if ``FILL`` bigger), and settles after that. It
+    halves the value when the events in flight exceed the bounds (and settles once they
+    are within), and never proposes a value whose projected in-flight would exceed them.
 
     >>> rule = TuneRule(10, max_in_flight=1000, target_latency=1.0)
     >>> rule.observe(100.0, 30)   # the base: try twice as much
@@ -115,8 +120,15 @@ class TuneRule:
 
     def _grow(self, throughput: float, in_flight: int) -> int | None:
         new = min(self.ceiling, self.current * self.factor)
-        projected = in_flight * new / self.current if self.current else in_flight
-        if new <= self.current or projected > self.bound(throughput):
+        bound = self.bound(throughput)
+        per_unit = in_flight / self.current  # in flight grows with max_demand
+        if per_unit * new > bound:
+            # A doubling would cross a bound: the largest value within it, if that is
+            # worth a trial (the last step fills up to the bound).
+            new = min(self.ceiling, int(bound / per_unit))
+            if new < self.current * (1 + FILL):
+                new = self.current
+        if new <= self.current:
             self.phase = "settled"
             return None
         self.previous, self.current = self.current, new
@@ -207,8 +219,12 @@ class Tuner:
         )
 
     def _in_flight(self) -> int:
+        """The events that may be in flight: the pending demand of each link at its
+        highest (its ``max_demand``: an automatic link asks up to it) plus what the
+        stages hold in their buffers now. A bound that holds at any moment, not a
+        sample of a quantity that swings between min_demand and max_demand."""
         procs = self.pipeline._procs.values()
-        pending = sum(sub.pending for sub in self.pipeline.subscriptions)
+        pending = sum(max(sub.pending, sub.max_demand) for sub in self.pipeline.subscriptions)
         return pending + sum(proc.buffered() for proc in procs)
 
     async def _measure(self, ended: anyio.Event) -> float | None:

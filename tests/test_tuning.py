@@ -30,10 +30,14 @@ def test_it_doubles_while_it_helps_then_goes_back_and_settles():
 def test_it_never_proposes_more_in_flight_than_the_bounds():
     rule = TuneRule(100, max_in_flight=250, target_latency=1.0)
     assert rule.observe(10_000.0, 100) == 200  # 200 projected: within 250
-    assert rule.observe(20_000.0, 200) is None  # 400 projected: over the bound
-    assert rule.settled and rule.current == 200
+    assert rule.observe(20_000.0, 200) == 250  # 400 projected: over; up to the bound
+    assert rule.observe(25_000.0, 250) is None  # no room left
+    assert rule.settled and rule.current == 250
     latency = TuneRule(100, max_in_flight=10**6, target_latency=0.5)
-    assert latency.observe(300.0, 100) is None  # 200 in flight > 300/s * 0.5 s
+    assert latency.observe(300.0, 100) == 150  # 200 in flight > 300/s * 0.5 s: 150
+    assert latency.observe(300.0, 150) == 100  # no gain: back
+    small = TuneRule(100, max_in_flight=120, target_latency=1.0)
+    assert small.observe(10_000.0, 100) is None  # 120 is not FILL above 100: settled
 
 
 def test_it_backs_off_when_too_much_is_in_flight_and_stays_within():
