@@ -136,3 +136,38 @@ def test_property_split_keeps_order_bounds_batches_and_conserves_demand(md, size
         assert min_demand < d.pending <= max_demand or d.pending == outstanding
         assert d.pending == outstanding
         assert d.excess == 0
+
+
+@given(demands, st.integers(0, 59), st.integers(1, 40), st.data())
+def test_property_realign_asks_a_whole_max_demand_once_nothing_is_pending(md, new_min, at, data):
+    """After ``realign_to(m)``: no ask until every pending event is in, then one ask of
+    exactly ``max_demand``, and ``min_demand`` is ``m`` again; demand is conserved."""
+    max_demand, min_demand = md
+    new_min = new_min % max_demand
+    d = DemandState(max_demand, min_demand)
+    outstanding = asked = d.initial_ask()
+    received, realigning, realigned = 0, False, False
+    for step in range(80):
+        if step == at:
+            d.realign_to(new_min)
+            realigning = True
+        k = data.draw(st.integers(1, outstanding))
+        before = d.pending
+        batches = d.split(list(range(k)))
+        received += k
+        outstanding -= k
+        for i, (_, ask) in enumerate(batches):
+            if ask and realigning:
+                # The first ask since realign_to: only with nothing pending, and whole.
+                left = before - sum(len(b) for b, _ in batches[: i + 1])
+                assert left == 0 and ask == max_demand
+                realigning, realigned = False, True
+                assert d.min_demand == new_min
+            outstanding += ask
+            asked += ask
+        assert asked == received + d.pending == received + outstanding
+        assert d.pending <= max_demand
+        if realigning:
+            assert d.min_demand == 0
+    if realigned:
+        assert d.realign is None and d.min_demand == new_min
