@@ -10,8 +10,8 @@ cell ran last (a notebook runner shows it nowhere), so the notice of a pause is 
 - otherwise in the output of the next cell the user runs (IPython's ``pre_run_cell``
   event), before that cell's own output, if the stage is still paused then;
 
-once per pause. The log record of a paused failure is left to the notice (the same
-traceback, in the right cell). ``%pipeline status`` and the dashboard show paused stages
+once per pause. In a kernel the log record of a paused failure is left to the notice
+(the same traceback, in the right cell). ``%pipeline status`` and the dashboard show paused stages
 too, for as long as they are paused.
 """
 
@@ -69,7 +69,10 @@ class PauseNotices:
         events.register("pre_run_cell", self.pre_run_cell)
         events.register("post_run_cell", self.post_run_cell)
         PAUSE_LISTENERS.append(self.on_pause)
-        logging.getLogger("genstage_nb").addFilter(_leave_pauses_to_notices)
+        if _in_a_kernel(self.shell):
+            # A kernel shows a background log record under an old cell: the notice
+            # carries the same traceback to the right one.
+            logging.getLogger("genstage_nb").addFilter(_leave_pauses_to_notices)
 
     def unregister(self) -> None:
         events = self.shell.events
@@ -102,6 +105,11 @@ class PauseNotices:
     def _show(self, text: str) -> None:
         self.shown += 1
         print(text, file=sys.stderr, flush=True)
+
+
+def _in_a_kernel(shell: Any) -> bool:
+    """A Jupyter kernel's shell (a terminal's IPython prints where it runs)."""
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
 
 
 def _leave_pauses_to_notices(record: logging.LogRecord) -> bool:
