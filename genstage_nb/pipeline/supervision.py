@@ -71,14 +71,51 @@ class Supervision:
         """Go on with a paused stage: its failed hook is called again with what it had
         (the batch, the demand, the message), using the stage's code as it is now. Its
         failure record is removed (the batch is handled after all); if it fails again,
-        it pauses again. Re-running the ``%%stage`` cell of a paused stage does this."""
+        it pauses again. Re-running the ``%%stage`` cell of a paused stage does this.
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(on_failure="pause"); out = []; bad = {3}
+        >>> def sink(events):
+        ...     if bad & set(events):
+        ...         raise ValueError("cannot take 3 yet")
+        ...     out.extend(events)
+        >>> src = p.add(gs.from_iterable(range(6)))
+        >>> _ = p.link(src, p.add(gs.consumer(sink, name="sink")), max_demand=2)
+        >>> async def cell():  # what a notebook cell does
+        ...     p.start()
+        ...     failure = await p.wait_paused("sink")
+        ...     print(p.status["sink"], "with", failure.events)
+        ...     bad.clear()  # the fix
+        ...     p.resume("sink")
+        ...     await p.wait()
+        >>> anyio.run(cell); out, p.failures
+        paused with [3]
+        ([0, 1, 2, 3, 4, 5], {})
+        """
         self._paused_process(stage, RESUME)._unpause(RESUME)
 
     def skip(self, stage: Any) -> None:
         """Go on with a paused stage without its failed batch: the batch stays counted
         as failed and in ``failures``, and the stage asks for its replacement. (A
         ``handle_demand`` has no batch: its demand is served by the next call; a
-        ``handle_info`` message is dropped.)"""
+        ``handle_info`` message is dropped.)
+
+        >>> import anyio, genstage_nb as gs
+        >>> p = gs.Pipeline(on_failure="pause"); out = []
+        >>> def sink(events):
+        ...     if 3 in events:
+        ...         raise ValueError("a bad record")
+        ...     out.extend(events)
+        >>> src = p.add(gs.from_iterable(range(6)))
+        >>> _ = p.link(src, p.add(gs.consumer(sink, name="sink")), max_demand=2)
+        >>> async def cell():
+        ...     p.start()
+        ...     await p.wait_paused("sink")
+        ...     p.skip("sink")
+        ...     await p.wait()
+        >>> anyio.run(cell); out, [f.events for f in p.failures["sink"]]
+        ([0, 1, 2, 4, 5], [[3]])
+        """
         proc = self._paused_process(stage, SKIP)
         if not proc._can_skip:
             raise ValueError(
