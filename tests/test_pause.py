@@ -570,3 +570,43 @@ async def test_a_failure_while_stopping_does_not_pause():
             await p.wait()
     assert p.status["stage"] == "failed" and p.paused == {}
     gs.check_balance(p)
+
+
+class Picky(gs.Consumer):
+    """handle_subscribe and handle_cancel fail while ``broken`` names them."""
+
+    def __init__(self, broken):
+        super().__init__()
+        self.broken, self.out, self.cancelled = broken, [], []
+
+    def handle_subscribe(self, subscription):
+        if self.broken == "handle_subscribe":
+            raise ConnectionError("not yet")
+        return "automatic"
+
+    def handle_cancel(self, subscription, reason):
+        if self.broken == "handle_cancel":
+            raise ConnectionError("not yet")
+        self.cancelled.append(reason)
+
+    def handle_events(self, events):
+        self.out.extend(events)
+
+
+@pytest.mark.parametrize("hook", ["handle_subscribe", "handle_cancel"])
+@pytest.mark.parametrize("decision", ["resume", "skip"])
+async def test_subscribe_and_cancel_hooks_pause_too(hook, decision):
+    p = gs.Pipeline(on_failure="pause")
+    sink = Picky(hook)
+    chain(p, sink, max_demand=7)
+    async with running(p):
+        failure = await paused(p)
+        assert failure.hook == hook
+        sink.broken = None
+        getattr(p, decision)("stage")
+        await p.wait()
+    assert sink.out == list(range(N))  # subscribed either way: the ask is made
+    assert p.status == {"src": "done", "stage": "done"}
+    # Resumed, handle_cancel ran again and saw the end; skipped, it did not.
+    if hook == "handle_cancel":
+        assert sink.cancelled == (["normal"] if decision == "resume" else [])
