@@ -327,11 +327,18 @@ class Informed(gs.Producer):
         return [message]
 
 
+class AsyncInformed(Informed):
+    async def handle_info(self, message):
+        await anyio.lowlevel.checkpoint()
+        return Informed.handle_info(self, message)
+
+
+@pytest.mark.parametrize("cls", [Informed, AsyncInformed])
 @pytest.mark.parametrize("decision", ["resume", "skip"])
-async def test_handle_info_failure(decision):
+async def test_handle_info_failure(decision, cls):
     p = gs.Pipeline(on_failure="pause")
     out = []
-    src = p.add(Informed(), name="src")
+    src = p.add(cls(), name="src")
     p.link(src, p.add(gs.consumer(out.extend), name="sink"))
     async with running(p):
         for message in ("a", "bad", "c"):
