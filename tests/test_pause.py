@@ -246,9 +246,7 @@ async def test_run_does_not_return_while_a_stage_is_paused():
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
-        while not p.running:
-            await anyio.lowlevel.checkpoint()
-        await paused(p)
+        await paused(p)  # (wait_paused lets the run just started begin)
         assert not ran
         flaky.broken = False
         p.resume("stage")

@@ -137,7 +137,12 @@ class Supervision:
 
     async def wait_paused(self, stage: str | None = None) -> Failure | None:
         """Wait until a stage (``stage``, or any) is paused; return its ``Failure``, or
-        None when the run ends first (or none is running)."""
+        None when the run ends first (or none is running). A ``run()`` just handed to a
+        task group (``tg.start_soon(p.run)``) is given the chance to begin first."""
+        for _ in range(2):  # (a task started just before runs within two yields)
+            if self._running:
+                break
+            await anyio.lowlevel.checkpoint()
         while True:
             paused = self.paused
             if stage is not None:
