@@ -101,7 +101,7 @@ async def test_the_notice_shows_in_the_cell_running_when_it_pauses(shell, capsys
 
 
 async def test_pipeline_magic_resume_skip_and_status(shell, capsys):
-    with pytest.raises(UsageError, match="which stage"):
+    with pytest.raises(UsageError, match="no stage is paused"):
         shell.run_line_magic("pipeline", "resume")
     with pytest.raises(UsageError, match="is not paused"):
         shell.run_line_magic("pipeline", "skip sink")
@@ -116,7 +116,7 @@ async def test_pipeline_magic_resume_skip_and_status(shell, capsys):
         assert table.loc["sink", "status"] == "paused"
         assert "stage 'sink' paused after a failure" in capsys.readouterr().err
         p.stages["sink"].handle_events = lambda events: p.stages["sink"].seen.extend(events)
-        shell.run_line_magic("pipeline", "resume sink")
+        shell.run_line_magic("pipeline", "resume")  # the one paused stage
         assert "stage 'sink' resumed" in capsys.readouterr().out
         await p.wait()
     assert p.stages["sink"].seen == list(range(300))

@@ -310,8 +310,12 @@ class StageMagics(Magics):
     def _go_on(self, p: Pipeline, command: str, name: str | None) -> None:
         """%pipeline resume NAME / %pipeline skip NAME."""
         if name is None:
-            paused = ", ".join(p.paused) or "none is paused"
-            raise UsageError(f"%pipeline {command}: which stage? (paused: {paused})")
+            paused = list(p.paused)
+            if not paused:
+                raise UsageError(f"%pipeline {command}: no stage is paused")
+            if len(paused) > 1:
+                raise UsageError(f"%pipeline {command}: which stage? (paused: {', '.join(paused)})")
+            (name,) = paused  # the one paused stage
         try:
             getattr(p, command)(name)
         except (ValueError, RuntimeError) as exc:
