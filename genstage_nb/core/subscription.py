@@ -86,8 +86,10 @@ class Subscription:
     @property
     def min_demand(self) -> int:
         """The consumer asks again once its pending demand falls to this (it handles
-        batches of at most ``max_demand - min_demand`` events)."""
-        return self._demand.min_demand
+        batches of at most ``max_demand - min_demand`` events). While a tuner
+        realigns the link (``DemandState.realign_to``), the value it goes back to."""
+        demand = self._demand
+        return demand.min_demand if demand.realign is None else demand.realign
 
     @property
     def pending(self) -> int:
