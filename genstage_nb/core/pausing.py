@@ -28,7 +28,6 @@ from typing import Any
 
 import anyio
 
-from .errors import Failure
 from .lifecycle import first_leaf
 
 log = logging.getLogger("genstage_nb")
@@ -82,7 +81,7 @@ class Pausing:
                 decision, redo = await self._pause(exc, in_init)
                 if decision == STOP:
                     self._restarting = False
-                    raise exc from None
+                    raise  # (main ends it as failed for good)
                 if in_init:
                     redo = None  # _start runs init again (with the stage's code as it is now)
 
@@ -179,9 +178,4 @@ class Pausing:
         self._keep_redo(resume, skip)
 
 
-def paused_failure(proc: Any) -> Failure | None:
-    """The failure a stage is paused on, or None."""
-    return getattr(proc, "paused", None)
-
-
-__all__ = ["RESUME", "SKIP", "STOP", "Pausing", "paused_failure"]
+__all__ = ["RESUME", "SKIP", "STOP", "Pausing"]
