@@ -102,7 +102,7 @@ class TuneRule:
             self.best = throughput
             return self._grow(throughput, in_flight)
         if self.phase == "trial":
-            if throughput >= self.best * (1 + GAIN):
+            if throughput > 0 and throughput >= self.best * (1 + GAIN):
                 self.best = throughput
                 return self._grow(throughput, in_flight)
             # It did not help: back to the last value that did, and stay there.
@@ -305,6 +305,8 @@ class Tuner:
             throughput = await self._measure(ended)
             if throughput is None:
                 return
+            if pipeline.paused:
+                continue  # a paused stage holds the flow: nothing to learn from it
             was_settled = self._rule.settled
             new = self._rule.observe(throughput, self._in_flight())
             if was_settled and not self._rule.settled:

@@ -94,6 +94,45 @@ def test_property_it_keeps_in_flight_within_the_bounds_and_settles(
     assert steps < 100
 
 
+def test_no_throughput_is_no_gain():
+    """A pipeline that stopped moving (a paused stage, a stall) must not look like a
+    pipeline that a bigger max_demand helps."""
+    rule = TuneRule(64, max_in_flight=10**9, target_latency=10**6)
+    assert rule.observe(0.0, 64) == 128
+    assert rule.observe(0.0, 128) == 64  # no gain: back, settled
+    assert rule.settled and rule.observe(0.0, 64) is None
+
+
+@pytest.mark.anyio
+async def test_a_paused_pipeline_is_not_tuned():
+    p = gs.Pipeline(on_failure="pause", metrics_interval=0.05)
+    broken = [True]
+
+    def sink(events):
+        if broken[0]:
+            raise ValueError("paused")
+
+    p.link(
+        p.add(gs.from_iterable(itertools.count()), name="src"),
+        p.add(gs.consumer(sink, name="sink")),
+        max_demand=10,
+    )
+    tuner = p.autotune()
+    tuner.interval = 0.02
+
+    async def run():
+        with pytest.raises(gs.PipelineError):  # stopped while paused: it failed
+            await p.run()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await p.wait_paused("sink")
+        for _ in range(10):  # ten of the tuner's intervals while paused
+            await anyio.sleep(0.02)
+        assert tuner.history.empty and p.subscriptions[0].max_demand == 10
+        await p.stop(timeout=0)
+
+
 @given(st.floats(1.0, 1e6), st.floats(-0.99, GAIN * 0.99))
 def test_property_a_growth_that_gains_less_than_gain_or_drops_is_undone(base, gain):
     rule = TuneRule(64, max_in_flight=10**9, target_latency=10**6)
