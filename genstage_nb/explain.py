@@ -75,9 +75,17 @@ def find_bottleneck(pipeline: Any, stages: dict[str, dict[str, float]] | None) -
 
 
 def advise(pipeline: Any, name: str | None, stages: dict[str, dict[str, float]]) -> list[str]:
-    """Sentences that name the bottleneck's options (see the module doc)."""
-    if name is None:
-        return []
+    """Sentences that name the bottleneck's options (see the module doc); a paused
+    stage first (it holds everything before it, whatever the measurements say)."""
+    paused = [
+        f"Stage {stage!r} is paused after a failure in {failure.hook or 'a hook'} "
+        f"({type(failure.exception).__name__}: {failure.exception}): fix it, then "
+        f"resume({stage!r}) (or re-run its %%stage cell), or skip({stage!r}) to drop the "
+        f"batch; the stages before it wait."
+        for stage, failure in pipeline.paused.items()
+    ]
+    if paused or name is None:
+        return paused
     stage = pipeline.stages[name]
     proc = stage._process
     s = stages[name]

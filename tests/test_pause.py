@@ -491,6 +491,8 @@ async def test_stall_notice_names_the_paused_stage():
         await paused(p, "mid")
         stall = diagnose(p)
         assert stall.stage == "mid" and "paused after a failure in handle_events" in stall.reason
+        (advice,) = p.explain().advice  # what limits it now: the paused stage
+        assert advice.startswith("Stage 'mid' is paused after a failure in handle_events")
         flaky.broken = False
         p.resume("mid")
         await p.wait()
