@@ -105,7 +105,7 @@ async def test_pipeline_magic_resume_skip_and_status(shell, capsys):
         shell.run_line_magic("pipeline", "resume")
     with pytest.raises(UsageError, match="is not paused"):
         shell.run_line_magic("pipeline", "skip sink")
-    with pytest.raises(UsageError, match="has no stage 'nope'"):
+    with pytest.raises(UsageError, match="no stage named 'nope'"):
         shell.run_line_magic("pipeline", "resume nope")
     with pytest.raises(UsageError, match="takes no stage name"):
         shell.run_line_magic("pipeline", "status sink")

@@ -99,7 +99,7 @@ async def test_resume_after_fix_every_event_once_in_order(max_demand):
         assert p.paused == {"stage": failure}
         assert p.failures["stage"] == [failure]
         assert p.metrics.totals().loc["stage", "failed"] == len(failure.events)
-        assert out == list(range(min(out[-1] + 1, N))) if out else True
+        assert out == list(range(len(out)))  # in order, none twice, up to the failure
         # Back-pressure holds the producer: it made no more than the links can hold.
         made = p.stages["src"]._process.counters.made
         assert made <= 50 + 3 * max_demand + len(failure.events)
@@ -501,7 +501,7 @@ async def test_stall_notice_names_the_paused_stage():
 async def test_bad_calls_say_what_is_wrong():
     p = gs.Pipeline(on_failure="pause")
     chain(p, gs.consumer(lambda e: None))
-    with pytest.raises(ValueError, match="has no stage 'nope'"):
+    with pytest.raises(ValueError, match="no stage named 'nope'"):
         p.resume("nope")
     with pytest.raises(RuntimeError, match="stage 'stage' is not paused"):
         p.skip("stage")

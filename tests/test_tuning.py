@@ -206,39 +206,6 @@ async def test_a_link_the_tuner_changes_comes_in_whole_batches_again():
 
 
 @pytest.mark.anyio
-async def test_after_tuning_the_batches_are_whole_again():
-    """Live: once the tuner has settled on a per-batch workload, every batch is whole."""
-    sizes: list[int] = []
-    enough = anyio.Event()
-    watching = [False]
-
-    class Recording(PerBatch):
-        async def handle_events(self, events):
-            if watching[0]:
-                sizes.append(len(events))
-                if len(sizes) >= 30:
-                    enough.set()
-            return await super().handle_events(events)
-
-    p = gs.Pipeline(metrics_interval=0.05)
-    src = p.add(gs.from_iterable(itertools.count()), name="src")
-    p.link(src, p.add(Recording(name="lookup")), max_demand=10)
-    p.link("lookup", p.add(gs.consumer(lambda events: None, name="sink")), max_demand=10)
-    tuner = p.autotune(max_in_flight=5000)
-    tuner.interval = 0.05
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(p.run)
-        with anyio.fail_after(30):
-            await tuner.wait_settled()
-            tuner.stop()
-            watching[0] = True
-            await enough.wait()
-        await p.stop(timeout=0)
-    (step,) = {sub.max_demand - sub.min_demand for sub in p.subscriptions}
-    assert step > 5 and set(sizes[:30]) == {step}, sizes
-
-
-@pytest.mark.anyio
 async def test_a_stopped_tuner_changes_nothing_more():
     p = gs.Pipeline(metrics_interval=0.05)
     src = p.add(gs.from_iterable(range(2000)), name="src")

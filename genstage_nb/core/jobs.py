@@ -103,16 +103,20 @@ class Jobs:
                 if self._idle:
                     self._idle.popleft().set()
             else:
-                if self.per_event:
-                    job.future = self._submit_to(self._map_fn, job.batch[0])
-                else:
-                    job.future = self._submit_to(self.stage.handle_events, job.batch)
-                self._task_group.start_soon(self._wait_for, job)
+                self._submit(job)
             if job.ask:
                 ask, job.ask = job.ask, 0
                 self._ask_upstream(job.sub, ask)
         if sent and self.time.mode != BUSY:
             self.time.enter(clock())  # busy while work is in flight
+
+    def _submit(self, job: Job) -> None:
+        """Send ``job`` to the executor, and wait for its result in a task."""
+        if self.per_event:
+            job.future = self._submit_to(self._map_fn, job.batch[0])
+        else:
+            job.future = self._submit_to(self.stage.handle_events, job.batch)
+        self._task_group.start_soon(self._wait_for, job)
 
     async def _worker(self) -> None:
         """One of ``concurrency`` tasks that make the calls on the event loop."""

@@ -21,7 +21,6 @@ Each place where a hook can fail records how to call it again and how to drop it
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from inspect import isawaitable
 from typing import Any
@@ -29,8 +28,6 @@ from typing import Any
 import anyio
 
 from .lifecycle import first_leaf
-
-log = logging.getLogger("genstage_nb")
 
 #: What a paused stage is told to do.
 RESUME, SKIP, STOP = "resume", "skip", "stop"
@@ -77,15 +74,14 @@ class Pausing:
                     or self.stopped
                 ):
                     raise
-                in_init = starting and self.current_hook == "init"
-                decision, redo = await self._pause(exc, in_init)
+                in_init = self.current_hook == "init"
+                decision, redo = await self._pause(exc)
                 if decision == STOP:
-                    self._restarting = False
                     raise  # (main ends it as failed for good)
                 if in_init:
                     redo = None  # _start runs init again (with the stage's code as it is now)
 
-    async def _pause(self, exc: BaseException, in_init: bool) -> tuple[str, Any]:
+    async def _pause(self, exc: BaseException) -> tuple[str, Any]:
         """Record the failure and wait until told to resume, skip or stop; return the
         decision and what to call to go on."""
         resume, skip = self._redo if self._redo is not None else (None, None)
@@ -101,7 +97,6 @@ class Pausing:
         failure = self._record_failure(exc, False, paused=True)
         self.status = "paused"
         self.paused = failure
-        self._can_skip = not in_init
         self._go_on = anyio.Event()
         self._decision = None
         self.supervisor._stage_paused(self, failure)
@@ -125,7 +120,7 @@ class Pausing:
 
     def _unpause(self, decision: str) -> None:
         """``Pipeline.resume``/``skip``/``stop``: a paused stage goes on."""
-        go_on = getattr(self, "_go_on", None)
+        go_on = self._go_on
         if go_on is None or self._decision is not None:
             return
         self._decision = decision
@@ -158,9 +153,7 @@ class Pausing:
                 if self._idle:
                     self._idle.popleft().set()
             else:
-                fn = self._map_fn if self.per_event else self.stage.handle_events
-                job.future = self._submit_to(fn, job.batch[0] if self.per_event else job.batch)
-                self._task_group.start_soon(self._wait_for, job)
+                self._submit(job)
 
         def skip() -> None:
             self.post(self._on_job_done)  # take the results after it, send more

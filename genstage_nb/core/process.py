@@ -110,7 +110,6 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
         self.paused: Failure | None = None
         self._go_on: anyio.Event | None = None
         self._decision: str | None = None
-        self._can_skip = True
         # The sync fast path (see post): set while the task waits for messages.
         self._parked = False
         self.inline = True  # (see mailbox.py; a ConcurrentConsumer too)

@@ -125,7 +125,10 @@ class GraphBuilding:
     def _stage(self, where: str, stage: Stage | str) -> Stage:
         if isinstance(stage, str):
             if stage not in self._graph:
-                raise ValueError(f"{where}: no stage named {stage!r} in the pipeline")
+                known = ", ".join(repr(n) for n in self._graph) or "none yet"
+                raise ValueError(
+                    f"{where}: no stage named {stage!r} in the pipeline (stages: {known})"
+                )
             return self._graph.nodes[stage]["stage"]
         if not isinstance(stage, Stage):
             raise TypeError(f"{where}: expected a stage or a stage name, got {stage!r}")

@@ -45,6 +45,7 @@ class Supervision:
     _ended: anyio.Event | None
     _label: str
     _procs: dict[str, Process]
+    _stage: Any  # (graph.py: a stage or its name, checked)
     _pause_listeners: list[Any]
     _pause_waiters: list[anyio.Event]
 
@@ -117,7 +118,7 @@ class Supervision:
         ([0, 1, 2, 4, 5], [[3]])
         """
         proc = self._paused_process(stage, SKIP)
-        if not proc._can_skip:
+        if proc.paused.hook == "init":
             raise ValueError(
                 f"skip: stage {proc.name!r} failed in init, so there is no batch to skip "
                 f"and the stage cannot run without it; fix init and resume({proc.name!r})"
@@ -125,11 +126,7 @@ class Supervision:
         proc._unpause(SKIP)
 
     def _paused_process(self, stage: Any, verb: str) -> Process:
-        name = stage if isinstance(stage, str) else getattr(stage, "name", stage)
-        proc = self._procs.get(name) if isinstance(name, str) else None
-        if proc is None:
-            known = ", ".join(repr(n) for n in self._procs) or "none"
-            raise ValueError(f"{verb}: {self._label} has no stage {name!r} (stages: {known})")
+        proc = self._procs[self._stage(verb, stage).name]
         if proc.paused is None or proc._decision is not None:
             state = "being told to go on" if proc.paused is not None else f"{proc.status!r}"
             raise RuntimeError(f"{verb}: stage {proc.name!r} is not paused (it is {state})")
