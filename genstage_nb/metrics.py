@@ -122,7 +122,29 @@ def check_balance(pipeline: Any) -> pd.DataFrame:
             "events unaccounted for in stage(s) "
             + ", ".join(f"{name!r}: {row.dropna().to_dict()}" for name, row in bad.iterrows())
         )
+    sent, received = _links_balance(pipeline)
+    if sent != received:
+        raise AssertionError(
+            f"the stages of this pipeline sent {sent} events and received {received}: "
+            f"{abs(sent - received)} went to stages outside this run (a stage of an earlier "
+            f"run, or one removed) or were counted twice"
+        )
     return frame
+
+
+def _links_balance(pipeline: Any) -> tuple[int, int]:
+    """Events sent on every link, and events received from every link, summed over
+    the stages of this run (and of streams that left it): every event sent reaches a
+    stage of this run, so the two are equal."""
+    sent = received = 0
+    for proc in pipeline._procs.values():
+        sent += proc.counters.events_out
+        received += proc.counters.events_in
+    departed = getattr(pipeline, "_departed", None)
+    if departed is not None:
+        sent += departed.events_out
+        received += departed.events_in
+    return sent, received
 
 
 class Metrics:

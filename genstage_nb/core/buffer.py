@@ -97,6 +97,13 @@ class Buffer:
         self._len -= len(out)
         return out
 
+    def put_back(self, events: list) -> None:
+        """Return events just taken (and not sent) to the front, oldest first; they
+        were inside ``size`` before, so nothing is dropped."""
+        if events:
+            self._chunks.appendleft(events)
+            self._len += len(events)
+
     def take_all(self) -> list:
         """Remove and return every buffered event."""
         return self.take(self._len)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.lowlevel import checkpoint
 
-from .timing import BUSY, IDLE, clock
+from .timing import BUSY, IDLE, SLICE, clock
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -38,15 +39,20 @@ class ConcurrentEvents:
 
     async def _event_worker(self) -> None:
         queue, idle = self._event_queue, self._idle_event_workers
+        since = clock()
         while True:
             while queue:
                 sub, event = queue.popleft()
                 await self._run_event(sub, event)
+                if clock() - since > SLICE:
+                    await checkpoint()  # hooks that never wait must not hold the loop
+                    since = clock()
             if self.stopped:
                 return  # the stage has ended and every event it took is handled
             wakeup = anyio.Event()
             idle.append(wakeup)
             await wakeup.wait()
+            since = clock()
 
     async def _run_event(self, sub: Subscription, event: Any) -> None:
         try:

@@ -42,7 +42,11 @@ class Consuming:
         try:
             mode = await self._hook(self.stage.handle_subscribe, sub)
         except Exception:
-            self._keep_redo(lambda: self._subscribed(sub), lambda: self._first_ask(sub, None))
+            self._keep_redo(
+                lambda: self._subscribed(sub),
+                lambda: self._first_ask(sub, None),
+                restart=lambda: self._subscribed(sub),  # GenStage: subscribed anew
+            )
             raise
         self.current_hook = ""
         self._first_ask(sub, mode)
@@ -256,7 +260,9 @@ class Consuming:
             await self._hook(self.stage.handle_cancel, sub, reason)
         except Exception:
             self._keep_redo(
-                lambda: self._invoke_cancel(sub, reason), lambda: self._cancelled(sub, reason)
+                lambda: self._invoke_cancel(sub, reason),
+                lambda: self._cancelled(sub, reason),
+                restart=lambda: self._cancelled(sub, reason),  # the producer is gone still
             )
             raise
         self.current_hook = ""

@@ -55,6 +55,11 @@ class Dispatcher(Protocol):
       consumer has demand).
     - ``demand_of(sub) -> int``: the demand of ``sub`` not yet served.
     - ``discarded``: events dropped on purpose (a partition hash returned ``None``).
+    - ``fresh() -> Dispatcher``: a new dispatcher with the same options and none of the
+      state. The instance given to a stage's ``dispatcher=`` is a template: every run
+      (and every restart of the pipeline) works on ``template.fresh()``, so one instance
+      may serve several pipelines and runs. A class without ``fresh`` gets a deep copy of
+      the template.
 
     A producer's ``dispatcher=`` option takes one of the three below (or a class of its own
     that follows this interface). They are plain objects, driven with lists and ints:
@@ -78,6 +83,7 @@ class Dispatcher(Protocol):
     def buffered(self) -> int: ...
     def ready(self) -> int: ...
     def demand_of(self, sub: Any) -> int: ...
+    def fresh(self) -> Dispatcher: ...
 
 
 class DemandDispatcher:
@@ -103,12 +109,28 @@ class DemandDispatcher:
         self, *, shuffle_demands_on_first_dispatch: bool = False, max_demand: int | None = None
     ) -> None:
         # [counter, sub] pairs, the highest counter first; ties keep arrival order.
+        if max_demand is not None and (
+            isinstance(max_demand, bool) or not isinstance(max_demand, int) or max_demand < 1
+        ):
+            raise ValueError(
+                f"DemandDispatcher: max_demand must be a positive int or None, got {max_demand!r}"
+            )
+        if not isinstance(shuffle_demands_on_first_dispatch, bool):
+            raise TypeError(
+                "DemandDispatcher: shuffle_demands_on_first_dispatch must be True or False, "
+                f"got {shuffle_demands_on_first_dispatch!r}"
+            )
+        self._options = (shuffle_demands_on_first_dispatch, max_demand)
         self._demands: list[list] = []
         self._pending = 0
         self._max = max_demand
         self._shuffle = shuffle_demands_on_first_dispatch
         self._warned: set = set()  # subscriptions warned about their demand
         self.discarded = 0
+
+    def fresh(self) -> DemandDispatcher:
+        shuffle, max_demand = self._options
+        return DemandDispatcher(shuffle_demands_on_first_dispatch=shuffle, max_demand=max_demand)
 
     def subscribe(self, sub: Any) -> None:
         self._demands.append([0, sub])
@@ -228,6 +250,9 @@ class BroadcastDispatcher:
         self._waiting = 0
         self._requested = 0
         self.discarded = 0
+
+    def fresh(self) -> BroadcastDispatcher:
+        return BroadcastDispatcher()
 
     def subscribe(self, sub: Any) -> None:
         selector = getattr(sub, "selector", None)
@@ -400,6 +425,9 @@ class PartitionDispatcher:
         self._waiting = 0
         self._pending = 0
         self.discarded = 0
+
+    def fresh(self) -> PartitionDispatcher:
+        return PartitionDispatcher(self.names, self._hash)
 
     def check_partition(self, partition: Any) -> None:
         """Raise ValueError unless ``partition`` is known and has no consumer yet."""

@@ -27,9 +27,10 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from .remote import Job, _is_async, check_picklable, submitter
-from .timing import BUSY, clock, rest_mode
+from .timing import BUSY, SLICE, clock, rest_mode
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -122,6 +123,7 @@ class Jobs:
         """One of ``concurrency`` tasks that make the calls on the event loop."""
         ready, idle = self._jobs_ready, self._idle
         fn, stage = self._map_fn, self.stage
+        since = clock()
         while True:
             while ready:
                 job = ready.popleft()
@@ -146,9 +148,15 @@ class Jobs:
                 if not self._done_posted:
                     self._done_posted = True
                     self.post(self._on_job_done)
+                if clock() - since > SLICE:
+                    # Calls that never wait (an async hook answering from a cache) would
+                    # hold the event loop for good: let the other tasks run.
+                    await checkpoint()
+                    since = clock()
             wakeup = anyio.Event()
             idle.append(wakeup)
             await wakeup.wait()
+            since = clock()
 
     def _job_hook(self) -> Any:
         return self._map_fn if self._map_fn is not None else self.stage.handle_events
@@ -207,7 +215,12 @@ class Jobs:
         self._send_more()
         if not sent:
             self.time.leave(clock(), rest_mode(self))
-        if self._complete_when_drained and not sent and not self._waiting:
+        self._complete_if_drained()
+
+    def _complete_if_drained(self) -> None:
+        """The stage's producers have ended: it completes once no job is left (after
+        the last result, or at once after a restart that left none in flight)."""
+        if self._complete_when_drained and not self._sent and not self._waiting:
             self._complete_when_drained = False
             self._complete()
 

@@ -86,6 +86,7 @@ class Pausing:
         decision and what to call to go on."""
         resume, skip = self._redo if self._redo is not None else (None, None)
         self._redo = None
+        self._on_restart = None
         self._failed_ask = None  # the redo (or the skip) asks
         demand, self._demand_in_hand = self._demand_in_hand, 0
         if resume is None and self.current_hook == "handle_demand":
@@ -126,10 +127,14 @@ class Pausing:
         self._decision = decision
         go_on.set()
 
-    def _keep_redo(self, resume: Any, skip: Any = None) -> None:
+    def _keep_redo(self, resume: Any, skip: Any = None, restart: Any = None) -> None:
         """Where a hook failed: how to call it again (``resume``) and how to go on
-        without it (``skip``); each returns None or an awaitable."""
+        without it (``skip``); each returns None or an awaitable. ``restart``: what a
+        restarted stage does about it once ``init`` has run again (a subscription's
+        hook called again, a cancel taken into account), so that nothing waits on a
+        step the failure cut short."""
         self._redo = (resume, skip)
+        self._on_restart = restart
 
     # What each kind of failure keeps.
 

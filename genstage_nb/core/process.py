@@ -107,6 +107,8 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
         self._init_done = False
         self._restarting: bool | None = None
         self._redo: tuple | None = None  # how to call a failed hook again, or skip it
+        self._on_restart: Any = None  # what a restart does about the failed step
+        self._restart_steps: list = []  # run by _start after a restart's init
         self.paused: Failure | None = None
         self._go_on: anyio.Event | None = None
         self._decision: str | None = None
@@ -149,6 +151,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                         restarted = self._may_restart(restarts)
                     self._restarting = None
                     self._redo = None
+                    on_restart, self._on_restart = self._on_restart, None
                     if restarted:
                         # Events made but refused by the dispatcher are lost either way.
                         unhandled, self._undispatched = self._undispatched, []
@@ -179,6 +182,8 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                             # Input queued behind the failed batch: handled after the
                             # restart as far as the demand from downstream goes.
                             self.mailbox.appendleft((self._on_self_demand, 0, None))
+                        if on_restart is not None:
+                            self._restart_steps.append(on_restart)
                         self.status = "restarting"
                         self._init_done = False  # init runs again
                         self.counters.restarts += 1
@@ -194,6 +199,11 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
             self.supervisor._interrupted(self, exc)
         finally:
             self.supervisor._started(self)  # ended before it started: do not hold the rest
+            if self._inline_error is not None:
+                # A hook failed inline, in another stage's task, just as this stage was
+                # cancelled (the pipeline stopping): still a failure, recorded as such.
+                error, self._inline_error = self._inline_error, None
+                self._fail_cancelled(first_leaf(error))
             if self._rest is not None:
                 # Cancelled while an async handle_events was at work on this list.
                 batches, i = self._rest
@@ -226,6 +236,14 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                 end(self)
             self.supervisor._stage_ended(self)
 
+    def _fail_cancelled(self, exc: BaseException) -> None:
+        """Fail for good with ``exc`` while cancelled (no restart, no pause)."""
+        self._redo = self._on_restart = None
+        self._record_failure(exc, False, self._take_unhandled())
+        self.status = "failed"
+        self._terminate(exc)
+        self.supervisor._stage_failed(self, exc)
+
     async def _start(self) -> None:
         if not self._init_done:
             self.current = []
@@ -233,13 +251,20 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
             await self._retried_hook("init")
             self.current_hook = ""
             self._init_done = True
-        # On a restart the subscriptions are still live: only new ones are announced.
+        # On a restart the subscriptions are still live: only new ones are announced,
+        # and what the failure cut short is taken up (a subscription's hook, a cancel).
+        steps, self._restart_steps = self._restart_steps, []
+        for step in steps:
+            pending = step()
+            if pending is not None:
+                await pending
         for sub in list(self.producers):
             if not sub.active:
                 await self._subscribe_upstream(sub)
         if self.jobs:
             self._start_workers(self._task_group)
             self._send_more()
+            self._complete_if_drained()
         elif self.concurrent:
             self._start_event_workers()
 

@@ -36,7 +36,11 @@ class Producing:
         try:
             await self._hook(self.stage.handle_subscribe, sub)
         except Exception:
-            self._keep_redo(lambda: self._on_subscribe(sub, None), lambda: self._subscribe(sub))
+            self._keep_redo(
+                lambda: self._on_subscribe(sub, None),
+                lambda: self._subscribe(sub),
+                restart=lambda: self._subscribe(sub),  # before the consumer's ask is served
+            )
             raise
         self.current_hook = ""
         self._subscribe(sub)
@@ -148,7 +152,7 @@ class Producing:
         if n <= 0 or not len(self.buffer):
             return 0
         events = self.buffer.take(n)
-        self._dispatch(events)
+        self._dispatch(events, from_buffer=True)
         return len(events)
 
     def emit(self, events: Any, hook: str) -> None:
@@ -157,10 +161,19 @@ class Producing:
             self.counters.made += len(events)
             self._dispatch(events)
 
-    def _dispatch(self, events: list) -> None:
-        """Hand events to the dispatcher; buffer what nobody can take yet."""
+    def _dispatch(self, events: list, from_buffer: bool = False) -> None:
+        """Hand events to the dispatcher; buffer what nobody can take yet.
+
+        The buffer holds the oldest events not sent: new events queue behind it (the
+        buffer is served first, as far as the dispatcher can send on), and what the
+        dispatcher leaves of events taken from the buffer goes back to its front. So
+        events leave in the order they were made, on every link.
+        """
         if self.accumulating and not self.pc:
             self.accumulated.append(("dispatch", events))
+            return
+        if not from_buffer and len(self.buffer):
+            self._buffer_behind(events)
             return
         try:
             deliveries, leftover, extra = self.dispatcher.dispatch(events)
@@ -175,19 +188,34 @@ class Producing:
         if self.pc:
             sent = len(events) - len(leftover)
             self.pc_demand = self.pc_demand - sent if self.pc_demand > sent else 0
-        if leftover:
-            dropped = self.buffer.store(leftover)
-            if dropped:
-                self.counters.dropped += dropped
-                log.warning(
-                    "stage %r discarded %d events from its buffer (buffer_size=%s, buffer_keep=%r)",
-                    self.name,
-                    dropped,
-                    self.buffer.size,
-                    self.buffer.keep,
-                )
+        if leftover and from_buffer:
+            self.buffer.put_back(leftover)
+        elif leftover:
+            self._store(leftover)
         if extra:
             self.post(self._on_self_demand, extra)
+
+    def _buffer_behind(self, events: list) -> None:
+        """New events while older ones wait in the buffer: they queue behind them, and
+        the buffer is served as far as the dispatcher can send on now."""
+        self._store(events)
+        ready = self._ready()
+        if self.pc:
+            ready = max(ready, self.pc_demand)
+        self._take_from_buffer(ready)
+
+    def _store(self, events: list) -> None:
+        """Buffer events; an overflow is counted and logged with the options."""
+        dropped = self.buffer.store(events)
+        if dropped:
+            self.counters.dropped += dropped
+            log.warning(
+                "stage %r discarded %d events from its buffer (buffer_size=%s, buffer_keep=%r)",
+                self.name,
+                dropped,
+                self.buffer.size,
+                self.buffer.keep,
+            )
 
     def _send(self, deliveries: list) -> None:
         if self.rate is not None:
@@ -251,12 +279,17 @@ class Producing:
     async def _on_cancel_up(self, sub: Subscription, reason: Any) -> None:
         """A consumer left (unlinked, stopped or failed)."""
         if sub not in self.consumers:
+            # (a consumer that failed before it subscribed)
+            if self._alone_for_good(reason):
+                self._terminate("shutdown")
             return
         del self.consumers[sub]
         await self._hook(self.stage.handle_cancel, sub, reason)
-        if not self.consumers and self.supervisor.stopping:
-            # Stopping, and nobody is left to take what it holds or makes: it ends now
-            # (what it holds is counted as unhandled) instead of at the stop's timeout.
+        if self.supervisor.stopping and not self.consumers or self._alone_for_good(reason):
+            # Nobody is left to take what it holds or makes: stopping (it ends now instead
+            # of at the stop's timeout), or its last consumer failed for good in a run()
+            # that nothing can link to later (on_failure="continue"). What it holds is
+            # counted as unhandled.
             self._terminate("shutdown")
             return
         demand = self.dispatcher.cancel(sub)
@@ -264,6 +297,15 @@ class Producing:
             more = self._on_demand(demand)
             if more is not None:
                 await more
+
+    def _alone_for_good(self, reason: Any) -> bool:
+        """A consumer failed, and every consumer linked to this stage has stopped, in a
+        run() that nobody can link to later."""
+        return (
+            not self.consumers
+            and isinstance(reason, BaseException)
+            and self.supervisor._consumers_gone(self)
+        )
 
     def finish(self) -> None:
         self.finishing = True

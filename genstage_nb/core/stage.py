@@ -7,6 +7,7 @@ once: a bad value raises ``ValueError`` or ``TypeError`` naming the stage and th
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
@@ -200,10 +201,10 @@ class Stage:
         d = self.dispatcher
         if isinstance(d, type):
             return d()
-        # A dispatcher instance is a template: each run starts from a fresh copy.
-        if isinstance(d, PartitionDispatcher):
-            return PartitionDispatcher(d.names, d._hash)
-        return d
+        # A dispatcher instance is a template: each run starts from a fresh one (the
+        # Dispatcher protocol's fresh(); a deep copy for a class without it).
+        fresh = getattr(d, "fresh", None)
+        return fresh() if fresh is not None else copy.deepcopy(d)
 
     # -- what a stage is -------------------------------------------------------------
 

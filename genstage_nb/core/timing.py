@@ -25,6 +25,10 @@ from time import perf_counter as clock
 
 BUSY, BACKPRESSURED, IDLE = 0, 1, 2
 
+#: Seconds a loop of the runtime that makes hook calls (jobs, events) runs at most
+#: before it lets the event loop run its other tasks, whatever the hooks do.
+SLICE = 0.005
+
 
 class StageTime:
     """A stage's cumulative busy / back-pressured / idle seconds, and the open segment."""

@@ -86,6 +86,10 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
             raise ValueError(
                 f"Pipeline: on_failure must be 'stop', 'continue' or 'pause', got {on_failure!r}"
             )
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise (TypeError if not isinstance(name, str) else ValueError)(
+                f"Pipeline: name must be a non-empty string or None, got {name!r}"
+            )
         _check_seconds("metrics_interval", metrics_interval, "no sampling")
         _check_seconds("slow_handler", slow_handler, "no watchdog")
         _check_seconds("stall_after", stall_after, "no stall notices")
@@ -118,6 +122,8 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
         self._finished: anyio.Event | None = None
         self._stop_timeout: float | None = 5.0
         self._background: Any = None
+        self._call_in_loop: Any = None  # runs a function in the loop's thread (stop)
+        self._loop_thread = 0
         self.error: PipelineError | None = None
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,9 @@ class Running:
         >>> anyio.run(main); out
         ['a', 'b']
         """
-        if self._running and self._background is None:
+        if self._running:
+            # Also while start() runs it in the background: a second set of stages
+            # would take the same events again.
             raise RuntimeError(f"{self._label}: already running")
         self._check_consumers()
         await self._run()
@@ -115,10 +118,14 @@ class Running:
             # An interrupt that reached the task group itself: raise it plainly.
             interrupt = group.subgroup((KeyboardInterrupt, SystemExit))
             if interrupt is None:
-                raise
+                # Not a stage's failure (those are recorded by the stage): a task of the
+                # run itself failed. Still a PipelineError, never a bare group.
+                self._task_failed(group)
+                interrupt = None
             while isinstance(interrupt, BaseExceptionGroup):
                 interrupt = interrupt.exceptions[0]
-            raise interrupt from None
+            if interrupt is not None:
+                raise interrupt from None
         finally:
             self._starting = None
             self._held_asks = []
@@ -132,9 +139,20 @@ class Running:
             self.error = PipelineError(self._fatal)
             raise self.error from self._first_fatal
 
+    def _task_failed(self, group: BaseExceptionGroup) -> None:
+        for exc in _leaves(group):
+            if isinstance(exc, Exception):
+                self._fatal.setdefault(f"<{self._label} runtime>", exc)
+                if self._first_fatal is None:
+                    self._first_fatal = exc
+            else:
+                raise group
+
     def _begin(self) -> None:
         if any(p.running or p.stopped for p in self._procs.values()):
             self._fresh_processes()
+        self._loop_thread = threading.get_ident()
+        self._call_in_loop = _loop_caller()
         self._running = True
         self._fatal = {}
         self._first_fatal = None
@@ -148,6 +166,7 @@ class Running:
 
     def _end(self) -> None:
         self._tg = None
+        self._call_in_loop = None
         self._running = False
         self.stopping = False
         self._background = None
@@ -222,6 +241,8 @@ class Running:
             raise RuntimeError("Pipeline.start(): the pipeline is already running")
         if any(p.running or p.stopped for p in self._procs.values()):
             self._fresh_processes()
+        self._loop_thread = threading.get_ident()
+        self._call_in_loop = loop.call_soon_threadsafe
         self._running = True
         self._background = loop.create_task(self._run_in_background())
         return self
@@ -249,7 +270,9 @@ class Running:
         """Stop gracefully: producers stop making events, what they made is delivered
         as far as demand allows within ``timeout`` seconds, then every stage is
         cancelled. Returns at once; ``await p.stop()`` waits until it has stopped.
-        Stopping twice is harmless.
+        Stopping twice is harmless. Safe from any thread (a widget's callback, a signal
+        handler, a thread of your own): from outside the event loop's thread the stop is
+        handed to the loop and happens there (awaiting it is for the loop's own code).
 
         >>> import itertools, anyio, genstage_nb as gs
         >>> p = gs.Pipeline(); seen = []
@@ -263,9 +286,22 @@ class Running:
         ({'from_iterable': 'done', 'extend': 'done'}, True)
         """
         if timeout is not None and (
-            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not timeout >= 0  # (nan too)
         ):
             raise ValueError(f"stop: timeout must be a number of seconds >= 0, got {timeout!r}")
+        caller = self._call_in_loop
+        if caller is not None and threading.get_ident() != self._loop_thread:
+            # Another thread: the stop happens in the loop's thread, where the task
+            # group lives (nothing is changed here, so nothing is left half-stopped).
+            with contextlib.suppress(RuntimeError):  # (the loop has closed: run over)
+                caller(self._stop_now, timeout)
+            return _Stopping(self)
+        self._stop_now(timeout)
+        return _Stopping(self)
+
+    def _stop_now(self, timeout: float | None) -> None:
         if self._running and not self.stopping:
             self.stopping = True
             self._stop_timeout = timeout
@@ -273,7 +309,6 @@ class Running:
                 proc.request_stop()
             if self._tg is not None:
                 self._tg.start_soon(self._stop_within, timeout)
-        return _Stopping(self)
 
     async def _stop_within(self, timeout: float | None) -> None:
         with anyio.move_on_after(timeout):
@@ -303,6 +338,24 @@ class Running:
             await self._finished.wait()
         if self.error is not None:
             raise self.error
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for exc in error.exceptions for leaf in _leaves(exc)]
+    return [error]
+
+
+def _loop_caller() -> Any:
+    """A function that runs ``fn(*args)`` soon in the running event loop's thread,
+    callable from any thread (asyncio's call_soon_threadsafe, trio's token)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    import asyncio
+
+    return asyncio.get_running_loop().call_soon_threadsafe
 
 
 class _Stopping:

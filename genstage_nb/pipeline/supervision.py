@@ -185,6 +185,16 @@ class Supervision:
         if self.on_failure == "stop" and self._tg is not None:
             self._tg.cancel_scope.cancel()
 
+    def _consumers_gone(self, proc: Process) -> bool:
+        """In a ``run()`` (not ``start()``, where a notebook may link later): every
+        consumer linked to ``proc`` has stopped, so nothing will ever ask it again."""
+        if self._background is not None:
+            return False
+        graph = self._graph
+        if proc.name not in graph:
+            return False
+        return all(self._procs[name].stopped for name in graph.successors(proc.name))
+
     def _hold_ask(self, producer: Process, sub: Subscription, n: int) -> bool:
         """The start gate: while the stages of a new run are starting, hold the first
         asks (and return True) until every stage has run ``init`` and announced its
