@@ -36,6 +36,7 @@ class _StreamSink(Consumer):
         self._stream = weakref.ref(stream)
 
     def handle_subscribe(self, subscription: Any) -> str:
+        subscription.shares = True  # its share of a DemandDispatcher's events
         stream = self._stream()
         if stream is None or stream._ended:
             # Closed or dropped before the run reached it: leave at once.
@@ -58,6 +59,9 @@ class _StreamSink(Consumer):
         stream = self._stream()
         if stream is not None:
             stream._cancelled(process.stop_reason)
+        pipeline = self._pipeline
+        if pipeline is not None and pipeline.running:
+            pipeline._depart(self.name)  # leaves the graph at once, not at the run's end
 
     def _leave(self, subscription: Any) -> None:
         """Unsubscribe and end this consumer (in the running pipeline)."""

@@ -94,6 +94,13 @@ class DemandDispatcher:
     greedy. Demand left behind by a cancelled consumer was already passed upstream, so
     it is not asked again: later asks are reduced by it.
 
+    Beyond GenStage: a subscription with ``shares = True`` (a ``p.stream(stage)``)
+    has its pending demand compared relative to its largest ask, and so do the others
+    while it is subscribed. A stream with ``max_demand=5`` beside a sink of 1000 then
+    gets its share of the events; by GenStage's order (the largest count first) it
+    would wait until the sink had fewer than 5 events asked, which a fast sink never
+    has. Without such a subscription the order is GenStage's exactly.
+
     Options: ``shuffle_demands_on_first_dispatch`` (default False) shuffles the
     consumers once before the first dispatch, so the first consumer is not favoured.
 
@@ -121,6 +128,9 @@ class DemandDispatcher:
                 f"got {shuffle_demands_on_first_dispatch!r}"
             )
         self._options = (shuffle_demands_on_first_dispatch, max_demand)
+        self._sizes: dict = {}  # subscription -> its largest ask (its max_demand)
+        self._sharing: set = set()  # subscriptions with shares = True (streams)
+        self._relative = False  # compare counters relative to sizes (see the doc)
         self._demands: list[list] = []
         self._pending = 0
         self._max = max_demand
@@ -135,8 +145,14 @@ class DemandDispatcher:
     def subscribe(self, sub: Any) -> None:
         self._demands.append([0, sub])
 
+    def _update_relative(self) -> None:
+        self._relative = bool(self._sharing) and len(set(self._sizes.values())) > 1
+
     def cancel(self, sub: Any) -> int:
         self._warned.discard(sub)
+        self._sizes.pop(sub, None)
+        self._sharing.discard(sub)
+        self._update_relative()
         entry = self._pop(sub)
         if entry is not None:
             self._pending += entry[0]
@@ -156,6 +172,13 @@ class DemandDispatcher:
                 n,
                 sub,
             )
+        sizes = self._sizes
+        if n > sizes.get(sub, 0):
+            if sub not in sizes and getattr(sub, "shares", False):
+                self._sharing.add(sub)
+            sizes[sub] = n
+            if self._sharing:
+                self._update_relative()
         demands = self._demands
         if len(demands) == 1 and demands[0][1] is sub:
             demands[0][0] += n  # one consumer: nothing to reorder
@@ -210,10 +233,19 @@ class DemandDispatcher:
 
     def _add(self, counter: int, sub: Any) -> None:
         demands = self._demands
-        for i, entry in enumerate(demands):
-            if counter > entry[0]:
-                demands.insert(i, [counter, sub])
-                return
+        if not self._relative:
+            for i, entry in enumerate(demands):
+                if counter > entry[0]:
+                    demands.insert(i, [counter, sub])
+                    return
+        else:
+            # counter / size > other / other_size, without division.
+            sizes, default = self._sizes, self._max or 1
+            size = sizes.get(sub, default)
+            for i, entry in enumerate(demands):
+                if counter * sizes.get(entry[1], default) > entry[0] * size:
+                    demands.insert(i, [counter, sub])
+                    return
         demands.append([counter, sub])
 
     def _pop(self, sub: Any) -> list | None:

@@ -19,7 +19,9 @@ class Subscription:
     ``min_demand``, ``cancel`` (``"permanent"``, ``"transient"`` or ``"temporary"``),
     ``partition`` and ``selector`` (for partition and broadcast dispatchers), and
     ``pending``: the demand asked of the producer and not yet used up; ``active``:
-    True while the subscription is established in a running pipeline.
+    True while the subscription is established in a running pipeline; ``shares``: True
+    for a stream's link, which a ``DemandDispatcher`` serves relative to its
+    ``max_demand`` (so a small stream beside a large sink gets its share).
 
     ``tune(max_demand=..., min_demand=...)`` changes the demand live; it takes effect at
     the consumer's next ask. ``ask(n)`` asks for ``n`` more events by hand, for
@@ -47,6 +49,7 @@ class Subscription:
         "_to",
         "_from",
         "active",
+        "shares",
     )
 
     def __init__(
@@ -77,6 +80,8 @@ class Subscription:
         self._to: Any = None  # the consumer's process while running
         self._from: Any = None  # the producer's process while running
         self.active = False
+        # A DemandDispatcher gives it a share relative to its max_demand (a stream).
+        self.shares = False
 
     @property
     def max_demand(self) -> int:

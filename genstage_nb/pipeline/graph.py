@@ -253,6 +253,22 @@ class GraphBuilding:
         else:
             to.producers.pop(sub, None)
 
+    def _depart(self, name: str) -> None:
+        """Take a stage that has ended out of the running pipeline at once (a closed
+        stream: a notebook's run may never end, and streams opened by the thousand
+        must not pile up). Its counts stay in the run's books (``_departed``)."""
+        proc = self._procs.get(name)
+        if proc is None or not proc.stopped:
+            return
+        departed = self._departed
+        for slot in departed.__slots__:
+            setattr(departed, slot, getattr(departed, slot) + getattr(proc.counters, slot))
+        stage = self._graph.nodes[name]["stage"]
+        self._graph.remove_node(name)  # and its links
+        del self._procs[name]
+        stage._pipeline = None
+        stage._process = None
+
     def _remove(self, name: str) -> None:
         """Take a stage and its links out of an idle pipeline."""
         if self._running:

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import networkx as nx
 
+from ..core.counters import Counters
 from ..core.errors import Failure, PipelineError
 from ..core.process import Process
 from ..core.subscription import Subscription
@@ -104,6 +105,7 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
         self.metrics = Metrics(self)
         self._graph = nx.DiGraph()
         self._procs: dict[str, Process] = {}
+        self._departed = Counters()  # the counts of stages that left this run (streams)
         self.failures: dict[str, list[Failure]] = {}
         self._pause_listeners: list[Any] = []  # called (pipeline, stage, failure) on a pause
         self._pause_waiters: list[anyio.Event] = []

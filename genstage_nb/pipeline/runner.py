@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import sniffio
 
+from ..core.counters import Counters
 from ..core.errors import PipelineError
 from ..core.process import Process
 from ..stalls import StallWatch
@@ -153,6 +154,7 @@ class Running:
             self._fresh_processes()
         self._loop_thread = threading.get_ident()
         self._call_in_loop = _loop_caller()
+        self._departed = Counters()
         self._running = True
         self._fatal = {}
         self._first_fatal = None
