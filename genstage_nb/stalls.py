@@ -43,14 +43,29 @@ class Stall:
     subscriptions: list[str]
     reason: str
     seconds: float = field(default=0.0, compare=False)
+    #: When it cleared (seconds since the run started): the pipeline moved again, or
+    #: the run ended. None while it holds; ``%pipeline status`` and the dashboard show
+    #: only the stalls that hold.
+    cleared: float | None = field(default=None, compare=False)
+
+    @property
+    def active(self) -> bool:
+        """True while the stall holds."""
+        return self.cleared is None
 
     def __str__(self) -> str:
-        waiting = ", ".join(self.subscriptions)
-        verb = "waits" if len(self.subscriptions) == 1 else "wait"
-        return (
-            f"nothing has moved for a while: {self.stage!r} sends no events while "
-            f"{waiting} {verb}: {self.reason}"
-        )
+        if self.subscriptions:
+            waiting = ", ".join(self.subscriptions)
+            verb = "waits" if len(self.subscriptions) == 1 else "wait"
+            text = (
+                f"nothing has moved for a while: {self.stage!r} sends no events while "
+                f"{waiting} {verb}: {self.reason}"
+            )
+        else:
+            text = f"nothing has moved for a while: {self.reason}"
+        if self.cleared is not None:
+            text += f" (cleared at {self.cleared:.1f} s)"
+        return text
 
 
 def progress(pipeline: Any) -> tuple[int, bool]:
@@ -77,7 +92,7 @@ def diagnose(pipeline: Any) -> Stall | None:
     if not waiting:
         if lonely:
             return _stall(pipeline, lonely[0], [], _no_consumer(lonely))
-        return None
+        return _nothing_waits(pipeline)
     # A paused stage holds up the links around it (events sent to it wait unread in
     # its mailbox, so its own input still looks awaited).
     paused = [
@@ -101,6 +116,56 @@ def diagnose(pipeline: Any) -> Stall | None:
     return _stall(pipeline, producer.name, subs, reason)
 
 
+def _nothing_waits(pipeline: Any) -> Stall | None:
+    """No link waits for events, yet stages still run: say which, and why none can
+    move (every case in which a run would otherwise hang without a word)."""
+    procs = [proc for proc in pipeline._procs.values() if proc.running and not proc.stopped]
+    if not procs:
+        return None
+    for proc in procs:
+        if proc.paused is not None:
+            return _stall(
+                pipeline, proc.name, [], f"{proc.name!r}: " + _reason(pipeline, proc.stage, [])
+            )
+    for proc in procs:
+        if proc.kind != "producer" and not proc.producers:
+            return _stall(
+                pipeline,
+                proc.name,
+                [],
+                f"{proc.name!r} has no producer (none linked, or unlinked), so no event "
+                f"will come: link one (p.link) or stop the pipeline",
+            )
+    for proc in procs:
+        manual = [sub for sub in proc.producers if sub.active and sub._demand.manual]
+        if manual and all(sub.pending == 0 for sub in proc.producers if sub.active):
+            links = ", ".join(f"{sub.producer.name} -> {sub.consumer.name}" for sub in manual)
+            return _stall(
+                pipeline,
+                proc.name,
+                [],
+                f"{proc.name!r} has manual demand ({links}) and asks for no more events "
+                f"(call subscription.ask(n) in it, or return None from handle_subscribe)",
+            )
+    for proc in procs:
+        if proc.producing and not proc.consumers and proc.kind != "consumer":
+            return _stall(
+                pipeline,
+                proc.name,
+                [],
+                f"{proc.name!r} has no consumer left (its consumers ended or failed), so "
+                f"nothing asks it for events: link one (p.link) or stop the pipeline",
+            )
+    names = ", ".join(repr(proc.name) for proc in procs)
+    return _stall(
+        pipeline,
+        procs[0].name,
+        [],
+        f"no link waits for events, and {names} still run: each waits for outside input "
+        f"(send(), emit()) or for the pipeline to be stopped",
+    )
+
+
 def _stall(pipeline: Any, stage: str, subs: list, reason: str) -> Stall:
     now = time.perf_counter() - pipeline.metrics._started
     names = [f"{sub.producer.name} -> {sub.consumer.name}" for sub in subs]
@@ -109,7 +174,8 @@ def _stall(pipeline: Any, stage: str, subs: list, reason: str) -> Stall:
 
 def _no_consumer(names: list[str]) -> str:
     listed = ", ".join(repr(n) for n in names)
-    return f"{listed} has no consumer (link one with p.link, or its producers wait for it)"
+    verb = "has" if len(names) == 1 else "have"
+    return f"{listed} {verb} no consumer (link one with p.link, or its producers wait for it)"
 
 
 def _reason(pipeline: Any, producer: Any, subs: list) -> str:
@@ -156,6 +222,14 @@ def _reason(pipeline: Any, producer: Any, subs: list) -> str:
     )
 
 
+def clear(pipeline: Any) -> None:
+    """Mark every stall notice that holds as cleared (the pipeline moved, or ended)."""
+    now = round(time.perf_counter() - pipeline.metrics._started, 3)
+    for record in pipeline.warnings:
+        if isinstance(record, Stall) and record.cleared is None:
+            record.cleared = now
+
+
 class StallWatch:
     """The task that notices stalls (see the module doc)."""
 
@@ -176,7 +250,10 @@ class StallWatch:
             moved, working = progress(pipeline)
             now = time.monotonic()
             if moved != last or working:
-                last, since, self._noticed = moved, now, False
+                last, since = moved, now
+                if self._noticed:
+                    self._noticed = False
+                    clear(pipeline)  # it moves again: the notice no longer holds
                 continue
             if self._noticed or now - since < self.after:
                 continue
@@ -190,4 +267,4 @@ class StallWatch:
             self.seen.set()
 
 
-__all__ = ["Stall", "StallWatch", "diagnose"]
+__all__ = ["Stall", "StallWatch", "clear", "diagnose"]

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from inspect import CO_COROUTINE
 from types import FrameType
 from typing import Any
 
@@ -55,15 +56,53 @@ class SlowHandler:
     seconds: float
     ongoing: bool = True
     _since: float = field(default=0.0, repr=False, compare=False)
+    #: The hook is ``async def`` and computes without awaiting.
+    asynchronous: bool = field(default=False, compare=False)
+
+    @property
+    def active(self) -> bool:
+        """True while the hook still holds the event loop."""
+        return self.ongoing
 
     def __str__(self) -> str:
         state = "is blocking" if self.ongoing else "blocked"
+        if self.asynchronous:
+            fix = (
+                "the hook is async but does not await while it computes: await the slow "
+                "part in a thread (await anyio.to_thread.run_sync(...)), or give the stage "
+                "an executor="
+            )
+        else:
+            fix = (
+                "make the hook async and await the slow part (anyio.to_thread.run_sync), "
+                "or give the stage an executor="
+            )
         return (
             f"stage {self.stage!r} {state} the event loop for {self.seconds:.1f} s in "
-            f"{self.hook} at {self.where}; every stage waits meanwhile: make the hook "
-            f"async and await the slow part (anyio.to_thread.run_sync), or give the "
-            f"stage an executor="
+            f"{self.hook} at {self.where}; every stage waits meanwhile: {fix}"
         )
+
+
+#: The hooks a stage's code runs in (a stage's other methods are the runtime's).
+HOOKS = frozenset(
+    (
+        "init",
+        "handle_demand",
+        "handle_events",
+        "handle_event",
+        "handle_subscribe",
+        "handle_cancel",
+        "handle_info",
+        "handle_call",
+        "snapshot",
+        "restore",
+        "handle_checkpoint",
+    )
+)
+
+
+def _ours(code: Any) -> bool:
+    return code.co_filename.startswith(_PACKAGE)
 
 
 def _where(frame: FrameType) -> str:
@@ -71,10 +110,10 @@ def _where(frame: FrameType) -> str:
     return f"{code.co_filename}:{frame.f_lineno}"
 
 
-def blocking_stage(frame: FrameType | None) -> tuple[Stage, str, str] | None:
+def blocking_stage(frame: FrameType | None) -> tuple[Stage, str, str, bool] | None:
     """The stage whose hook is innermost on the stack that ``frame`` ends: the stage,
-    the hook's name, and where the stage's own code is (the outermost frame inside the
-    hook that is not the runtime's)."""
+    the hook's name, where the stage's own code is (the outermost frame inside the
+    hook that is not the runtime's), and whether that code is ``async def``."""
     chain: list[FrameType] = []
     while frame is not None:
         chain.append(frame)
@@ -88,9 +127,15 @@ def blocking_stage(frame: FrameType | None) -> tuple[Stage, str, str] | None:
         else:
             continue
         if isinstance(obj, Stage):  # a hook defined on a Stage subclass
+            if code.co_name not in HOOKS and _ours(code):
+                continue  # the runtime's own method of a stage, not a hook
             inner = chain[: i + 1]
             hook = code.co_name
         elif isinstance(obj, Process) and i > 0:  # the runtime calling a hook (a plain function)
+            if _ours(chain[i - 1].f_code):
+                # The runtime calling more of itself (telling the pipeline of a pause,
+                # which draws a dashboard, say): no stage's hook runs there.
+                continue
             inner = chain[:i]
             hook = chain[i - 1].f_code.co_name
             obj = obj.stage
@@ -99,7 +144,7 @@ def blocking_stage(frame: FrameType | None) -> tuple[Stage, str, str] | None:
         user = next(
             (g for g in reversed(inner) if not g.f_code.co_filename.startswith(_PACKAGE)), inner[-1]
         )
-        return obj, hook, _where(user)
+        return obj, hook, _where(user), bool(user.f_code.co_flags & CO_COROUTINE)
     return None
 
 
@@ -109,6 +154,18 @@ def latest_per_stage(warnings: list[Any]) -> list[Any]:
     for record in warnings:
         latest[type(record).__name__, record.stage] = record
     return list(latest.values())
+
+
+def current_warnings(warnings: list[Any]) -> list[Any]:
+    """What to show now, once each (the newest record per kind and stage): slow
+    handlers (in the past tense once the loop beats again) and the stalls that hold
+    (a stall that cleared is left out). What ``%pipeline status`` and the dashboard
+    show; ``Pipeline.warnings`` keeps the history."""
+    return [
+        record
+        for record in latest_per_stage(warnings)
+        if isinstance(record, SlowHandler) or record.active
+    ]
 
 
 class Watchdog:
@@ -174,8 +231,16 @@ class Watchdog:
                 found = blocking_stage(sys._current_frames().get(self._loop_thread))
                 if found is None:
                     continue  # blocked outside any stage (a notebook cell, say): not ours
-                stage, hook, where = found
-                record = SlowHandler(stage.name, hook, where, beat - self._t0, lag, _since=beat)
+                stage, hook, where, asynchronous = found
+                record = SlowHandler(
+                    stage.name,
+                    hook,
+                    where,
+                    beat - self._t0,
+                    lag,
+                    _since=beat,
+                    asynchronous=asynchronous,
+                )
                 self._open = record
                 warnings = self.pipeline.warnings
                 warnings.append(record)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.lowlevel import checkpoint
 
+from .timing import SLICE, clock
+
 if TYPE_CHECKING:
     from .subscription import Subscription
 
@@ -131,6 +133,7 @@ class Mailbox:
     async def _serve(self) -> None:
         mailbox = self.mailbox
         served = 0
+        since = clock()
         while not self.stopped:
             if self._inline_error is not None:
                 error, self._inline_error = self._inline_error, None
@@ -148,9 +151,11 @@ class Mailbox:
                 if self.finishing and not self.stopped:
                     self._check_finished()
                 served += 1
-                if served == FAIRNESS:
+                if served == FAIRNESS or not served & 15 and clock() - since > SLICE:
+                    # Its turn is up (messages, or time: a few ms whatever the hooks do).
                     served = 0
                     await checkpoint()
+                    since = clock()
             else:
                 wakeup = self._wakeup = anyio.Event()
                 self._parked = True
@@ -158,6 +163,7 @@ class Mailbox:
                     await wakeup.wait()
                 finally:
                     self._parked = False
+                since = clock()
 
 
 __all__ = ["FAIRNESS", "Mailbox"]

@@ -31,7 +31,9 @@ from anyio.lowlevel import checkpoint
 from .counters import as_events
 from .dispatchers import DemandDispatcher
 from .mailbox import FAIRNESS
-from .timing import clock, rest_mode
+from .timing import SLICE, clock, rest_mode
+
+assert FAIRNESS % 16 == 0  # the loop yields at a multiple of 16 rounds
 
 if TYPE_CHECKING:
     from .process import Process
@@ -145,6 +147,7 @@ def _loop(k: int) -> Any:
         "isawaitable": isawaitable,
         "checkpoint": checkpoint,
         "FAIRNESS": FAIRNESS,
+        "SLICE": SLICE,
         "clock": clock,
     }
     exec(compile(text, filename, "exec"), namespace)  # noqa: S102  (our template, as dataclasses does)
@@ -172,6 +175,7 @@ def loop_source(k: int) -> str:
         "    entry = dispatcher._demands[0]",
         "    mailbox = producer.mailbox",
         "    rounds = 0",
+        "    began = clock()",
         "    producer._until_timed -= 1",
         "    timed = producer._until_timed < 0  # the first round of some loops",
         "    try:",
@@ -314,10 +318,15 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
         "if not held:",
         "    return None",
         "rounds += 1",
-        "if mailbox or producer.finishing or rounds == FAIRNESS:",
+        "if (",
+        "    mailbox",
+        "    or producer.finishing",
+        "    or rounds == FAIRNESS",
+        "    or not rounds & 15 and clock() - began > SLICE  # (the loop's turn is up)",
+        "):",
         "    mailbox.append((producer._on_ask, sub0, held))",
         "    posted0 += held",
-        "    return checkpoint() if rounds == FAIRNESS else None",
+        "    return checkpoint() if not rounds & 15 else None  # (FAIRNESS: a multiple of 16)",
         "if held > dispatcher._max:",
         "    dispatcher._max = held",
         "entry[0] += held",

@@ -23,7 +23,7 @@ import ipywidgets as w
 from ..core.lifecycle import user_traceback
 from ..core.subscription import Subscription
 from ..executors import dask_dashboards
-from ..watchdog import latest_per_stage
+from ..watchdog import current_warnings
 from .notices import describe
 
 
@@ -300,7 +300,7 @@ class Dashboard(w.VBox):
         )
         self.warnings.value = links + "".join(
             f"<div style='color:#b8620b'>&#9888; {html.escape(str(record))}</div>"
-            for record in latest_per_stage(self.pipeline.warnings)
+            for record in current_warnings(self.pipeline.warnings)
         )
         self.graph.value = _png(self.pipeline.draw(busy=True))
         if len(self.pipeline.metrics):

@@ -12,7 +12,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..core.subscription import CANCEL_MODES
 from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
-from ..watchdog import latest_per_stage
+from ..watchdog import current_warnings
 from . import cells
 from .cells import CELL_CLASSES, KINDS, CellError, _CellHooks
 from .notices import describe
@@ -280,7 +280,7 @@ class StageMagics(Magics):
         if command == "status":
             for name, failure in p.paused.items():
                 print(describe(p, name, failure), file=sys.stderr)
-            for record in latest_per_stage(p.warnings):
+            for record in current_warnings(p.warnings):
                 print(f"warning: {record}")
             return p.metrics.totals()[
                 ["kind", "status", "events_in", "events_out", "buffer_size", "dropped", "failed"]

@@ -63,11 +63,18 @@ class PauseNotices:
         self.cell_context: contextvars.Context | None = None
         self.pending: list[tuple[Any, str, Failure]] = []  # shown by the next cell
         self.shown = 0
+        self._shown: dict[int, Failure] = {}  # the pauses shown (a pause shows once)
 
     def register(self) -> None:
         events = self.shell.events
         events.register("pre_run_cell", self.pre_run_cell)
         events.register("post_run_cell", self.post_run_cell)
+        # One notice listener per kernel, whatever registered before (a reloaded module).
+        PAUSE_LISTENERS[:] = [
+            listener
+            for listener in PAUSE_LISTENERS
+            if getattr(listener, "__qualname__", "") != "PauseNotices.on_pause"
+        ]
         PAUSE_LISTENERS.append(self.on_pause)
         if _in_a_kernel(self.shell):
             # A kernel shows a background log record under an old cell: the notice
@@ -86,8 +93,8 @@ class PauseNotices:
         if self.cell_running and self.cell_context is not None:
             # Printed in the running cell's context: the kernel sends output to the
             # cell its context names (the stage's task has the one that started it).
-            self.cell_context.run(self._show, describe(pipeline, name, failure))
-        else:
+            self.cell_context.run(self._show_once, pipeline, name, failure)
+        elif all(f is not failure for _, _, f in self.pending):
             self.pending.append((pipeline, name, failure))
 
     def pre_run_cell(self, info: Any = None) -> None:
@@ -96,11 +103,19 @@ class PauseNotices:
         pending, self.pending = self.pending, []
         for pipeline, name, failure in pending:
             if pipeline.paused.get(name) is failure:  # (not if resumed or stopped since)
-                self._show(describe(pipeline, name, failure))
+                self._show_once(pipeline, name, failure)
 
     def post_run_cell(self, result: Any = None) -> None:
         self.cell_running = False
         self.cell_context = None
+
+    def _show_once(self, pipeline: Any, name: str, failure: Failure) -> None:
+        if id(failure) in self._shown and self._shown[id(failure)] is failure:
+            return  # (told twice of one pause: a listener registered again, say)
+        if len(self._shown) > 1000:
+            self._shown.clear()
+        self._shown[id(failure)] = failure
+        self._show(describe(pipeline, name, failure))
 
     def _show(self, text: str) -> None:
         self.shown += 1

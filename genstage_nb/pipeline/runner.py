@@ -20,7 +20,7 @@ import sniffio
 from ..core.counters import Counters
 from ..core.errors import PipelineError
 from ..core.process import Process
-from ..stalls import StallWatch
+from ..stalls import StallWatch, clear
 from ..watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -73,8 +73,9 @@ class Running:
         await self._run()
 
     def _check_consumers(self) -> None:
-        """run() refuses producers without a consumer: nothing would ever ask them for
-        events, and (for a producer-consumer) nothing would drain its producers."""
+        """run() refuses producers without a consumer (nothing would ever ask them for
+        events, and for a producer-consumer nothing would drain its producers) and
+        consumers without a producer (no event would ever come, and they never end)."""
         lonely = [
             f"{name!r} ({data['kind'].replace('_', '-')})"
             for name, data in self._graph.nodes(data=True)
@@ -86,6 +87,18 @@ class Running:
             raise ValueError(
                 f"{self._label}: {', '.join(lonely)} {which} no consumer, so run() would "
                 f"never end; link a consumer to each (p.link) or remove it. p.start() runs "
+                f"such a pipeline in the background, where you may link later"
+            )
+        orphans = [
+            f"{name!r} ({data['kind'].replace('_', '-')})"
+            for name, data in self._graph.nodes(data=True)
+            if data["kind"] != "producer" and self._graph.in_degree(name) == 0
+        ]
+        if orphans:
+            which = "has" if len(orphans) == 1 else "have"
+            raise ValueError(
+                f"{self._label}: {', '.join(orphans)} {which} no producer, so run() would "
+                f"never end; link a producer to each (p.link) or remove it. p.start() runs "
                 f"such a pipeline in the background, where you may link later"
             )
 
@@ -169,6 +182,7 @@ class Running:
     def _end(self) -> None:
         self._tg = None
         self._call_in_loop = None
+        clear(self)  # a stall notice does not hold past the run
         self._running = False
         self.stopping = False
         self._background = None
