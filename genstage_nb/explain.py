@@ -84,8 +84,20 @@ def advise(pipeline: Any, name: str | None, stages: dict[str, dict[str, float]])
         f"batch; the stages before it wait."
         for stage, failure in pipeline.paused.items()
     ]
+    growing = [
+        f"Stage {proc.name!r} holds {len(proc.buffer):,} events in its buffer "
+        f"(buffer_size={proc.buffer.size}): it makes more than its consumers take. Bound it "
+        f"with `buffer_size=` (and `buffer_keep=`), or make fewer events per call."
+        for proc in list(pipeline._procs.values())
+        if proc.producing and proc.buffer_warned and len(proc.buffer) > proc.growing_limit()
+    ]
     if paused or name is None:
-        return paused
+        return paused + growing
+    return growing + _bottleneck_advice(pipeline, name, stages)
+
+
+def _bottleneck_advice(pipeline: Any, name: str, stages: dict[str, dict[str, float]]) -> list[str]:
+    """What to change about the bottleneck ``name``, by its kind and its options."""
     stage = pipeline.stages[name]
     proc = stage._process
     s = stages[name]

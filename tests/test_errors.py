@@ -8,6 +8,7 @@ case without a row, fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from pathlib import Path
@@ -172,6 +173,38 @@ def run_without_consumers():
     p.run_sync()
 
 
+def run_without_producers():
+    p = gs.Pipeline()
+    p.link(p.add(gs.from_iterable(range(10)), name="numbers"), p.add(gs.consumer(len), name="s"))
+    p.add(gs.consumer(lambda events: None), name="orphan")
+    p.run_sync()
+
+
+def run_while_started():
+    p, src, mid, sink = three_stages()
+    p.link(src, mid)
+    p.link(mid, sink)
+
+    async def cell():
+        p.start()
+        try:
+            await p.run()
+        except RuntimeError as error:
+            return error
+        finally:
+            await p.stop(timeout=0)
+
+    return asyncio.run(cell())
+
+
+def consumer_generator():
+    class Count(gs.Consumer):
+        def handle_events(self, events):
+            yield len(events)
+
+    gs.Pipeline().add(Count(), name="count")
+
+
 def run_while_running():
     p, src, mid, sink = three_stages()
     p.link(src, mid)
@@ -284,6 +317,7 @@ CASES = {
     "pipeline-on-failure": lambda: gs.Pipeline(on_failure="ignore"),
     "pipeline-metrics-interval": lambda: gs.Pipeline(metrics_interval=0),
     "pipeline-slow-handler": lambda: gs.Pipeline(slow_handler=-1),
+    "pipeline-name": lambda: gs.Pipeline(name=5),
     # stage options
     "stage-unknown-option": lambda: gs.consumer(print, bufer_size=10),
     "stage-name": lambda: gs.Producer(name=""),
@@ -308,6 +342,10 @@ CASES = {
     "retry-attempts": lambda: gs.Retry(attempts=0),
     "retry-on": lambda: gs.Retry(on=(ValueError, "timeout")),
     "retry-backoff": lambda: gs.Retry(backoff=-1),
+    "retry-backoff-nan": lambda: gs.Retry(backoff=float("nan")),
+    "retry-on-interrupt": lambda: gs.Retry(on=KeyboardInterrupt),
+    "dispatcher-max-demand": lambda: gs.DemandDispatcher(max_demand="x"),
+    "consumer-generator": consumer_generator,
     "retry-max-backoff": lambda: gs.Retry(backoff=5, max_backoff=1),
     "batcher-size": lambda: gs.batcher(0),
     "batcher-timeout": lambda: gs.batcher(10, timeout=0),
@@ -357,12 +395,16 @@ CASES = {
     "unlink-foreign": lambda: gs.Pipeline().unlink(link()),
     "tune-max-demand": lambda: link().tune(max_demand=0),
     "ask-n": lambda: link().ask(0),
+    "ask-not-running": lambda: link().ask(5),
     # running
     "start-no-loop": start_without_a_loop,
     "run-sync-in-loop": run_sync_in_a_running_loop,
     "run-twice": run_while_running,
+    "run-while-started": run_while_started,
     "run-no-consumer": run_without_consumers,
+    "run-no-producer": run_without_producers,
     "stop-timeout": lambda: gs.Pipeline().stop(timeout=-1),
+    "stop-timeout-nan": lambda: gs.Pipeline().stop(timeout=float("nan")),
     "hook-result": hook_returns_a_number,
     "hook-raises": handler_raises,
     "partition-hash-result": hash_returns_an_unknown_partition,

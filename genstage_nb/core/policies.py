@@ -116,8 +116,14 @@ class Retry:
             isinstance(k, type) and issubclass(k, BaseException) for k in kinds
         ):
             raise TypeError(f"Retry: on must be an exception class or a tuple of them, got {on!r}")
+        for kind in kinds:
+            if not issubclass(kind, Exception):
+                raise TypeError(
+                    f"Retry: on must name Exception classes; {kind.__name__} is not one (an "
+                    f"interrupt or exit stops the pipeline and is never retried)"
+                )
         for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"Retry: {name} must be a number of seconds >= 0, got {value!r}")
         if max_backoff < backoff:
             raise ValueError(

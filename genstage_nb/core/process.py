@@ -41,6 +41,7 @@ from .pausing import Pausing
 from .policies import RateLimit
 from .producing import Producing
 from .remote import check_concurrency
+from .stage import check_hooks
 from .timing import StageTime
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
         if self.producing:
             self.dispatcher = stage._new_dispatcher()
             self.buffer = Buffer(stage.buffer_size, stage.buffer_keep)
+        self.buffer_warned = False  # (a buffer that grew past its limit is logged once)
         self.accumulating = getattr(stage, "_demand_mode", "forward") == "accumulate"
         self.accumulated: list[tuple[str, Any]] = []
         self.finishing = False
@@ -120,6 +122,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
         # Work in flight on an executor or on the event loop (see jobs.py).
         self.executor = getattr(stage, "executor", None)
         check_concurrency(stage)
+        check_hooks(stage)
         self.jobs_on_loop = False
         self.jobs = setup_jobs(self, stage)
 

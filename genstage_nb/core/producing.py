@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("genstage_nb")
 
+#: A buffer without a bound is reported (once) past 10x its links' max_demand, within
+#: these bounds: it keeps growing while its consumers take less than it makes.
+GROWING_FLOOR, GROWING_CAP = 10_000, 100_000
+
 
 class Producing:
     """The producer role of ``Process`` (producers and producer-consumers)."""
@@ -205,8 +209,11 @@ class Producing:
         self._take_from_buffer(ready)
 
     def _store(self, events: list) -> None:
-        """Buffer events; an overflow is counted and logged with the options."""
+        """Buffer events; an overflow is counted and logged with the options, and a
+        buffer that grows past ``growing_limit`` is logged once."""
         dropped = self.buffer.store(events)
+        if len(self.buffer) > GROWING_FLOOR and not self.buffer_warned:
+            self._check_growing()
         if dropped:
             self.counters.dropped += dropped
             log.warning(
@@ -216,6 +223,28 @@ class Producing:
                 self.buffer.size,
                 self.buffer.keep,
             )
+
+    def growing_limit(self) -> int:
+        """Buffered events past which a buffer with no bound (or a larger bound) is
+        reported: 10x the max_demand of its links, at least 10,000, at most 100,000."""
+        asked = sum(sub.max_demand for sub in self.consumers)
+        return min(GROWING_CAP, max(GROWING_FLOOR, 10 * asked))
+
+    def _check_growing(self) -> None:
+        size, held = self.buffer.size, len(self.buffer)
+        limit = self.growing_limit()
+        if held <= limit or (size is not None and size <= limit):
+            return
+        self.buffer_warned = True
+        log.warning(
+            "stage %r holds %d events in its buffer (buffer_size=%s), more than %d: it makes "
+            "more events than its consumers take; bound it with buffer_size= (buffer_keep= "
+            "says which events to drop), or make fewer events per call",
+            self.name,
+            held,
+            size,
+            limit,
+        )
 
     def _send(self, deliveries: list) -> None:
         if self.rate is not None:

@@ -294,6 +294,31 @@ class Stage:
         return inspect.iscoroutinefunction(fn)
 
 
+#: Hooks whose result the runtime ignores (a consumer's events too): one written with
+#: ``yield`` would return a generator and its body would never run.
+_RESULT_IGNORED = ("init", "handle_subscribe", "handle_cancel")
+_CONSUMER_RESULT_IGNORED = ("handle_events", "handle_event", "handle_info")
+
+
+def check_hooks(stage: Stage) -> None:
+    """Refuse a hook written as a generator where its result is ignored."""
+    hooks = _RESULT_IGNORED + (_CONSUMER_RESULT_IGNORED if stage.kind == "consumer" else ())
+    for hook in hooks:
+        fn = getattr(stage, hook, None)
+        if fn is not None and (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+            kind = "a consumer's " if hook in _CONSUMER_RESULT_IGNORED else ""
+            raise TypeError(
+                f"stage {stage.name!r}: {hook} is a generator function (it contains "
+                f"'yield'): {kind}{hook} result is ignored, so its body would never run; "
+                f"remove the yield"
+                + (
+                    " (a ProducerConsumer's handle_events may yield the events it sends)"
+                    if hook == "handle_events"
+                    else ""
+                )
+            )
+
+
 class _Producing(Stage):
     """What producers and producer-consumers share: emit, finish, buffered."""
 

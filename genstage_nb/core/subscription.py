@@ -159,8 +159,11 @@ class Subscription:
         if n < 1:
             raise ValueError(f"{where}: n ({n}) must be at least 1")
         producer = self._from
-        if producer is None:
-            raise RuntimeError(f"{where}: the pipeline is not running")
+        if producer is None or not producer.supervisor.running:
+            raise RuntimeError(
+                f"{where}: the pipeline is not running (ask from the consumer's "
+                f"handle_subscribe or hooks, once it runs)"
+            )
         self._demand.manual_ask(n)
         # A manual ask passes the start gate like an automatic one (Pipeline._hold_ask).
         if not producer.supervisor._hold_ask(producer, self, n):

@@ -49,9 +49,31 @@ def describe(pipeline: Any, name: str, failure: Failure, traceback: bool = True)
         f"{type(exc).__name__}: {exc} ({kept}; the stages before it wait).",
         todo,
     ]
+    again = what_resume_repeats(pipeline, name, failure)
+    if again:
+        lines.append(again)
     if traceback:
         lines.append(user_traceback(exc))
     return "\n".join(lines)
+
+
+def what_resume_repeats(pipeline: Any, name: str, failure: Failure) -> str:
+    """What a resume runs again: nothing for a per-event hook (it goes on from the
+    event that failed), the whole batch for a batch hook."""
+    n = len(failure.events)
+    stage = pipeline.stages.get(name)
+    per_event = failure.hook == "handle_event" or getattr(stage, "_gs_map", None) is not None
+    if per_event or n <= 1:
+        return (
+            "Resume goes on from the event that failed: the events before it are not handled again."
+            if n
+            else ""
+        )
+    return (
+        f"Resume calls {failure.hook} again with the whole batch of {n} events: what it did "
+        f"before it raised (a count, a write) is done again for those events. If that "
+        f"matters, undo it in the hook before raising, make it idempotent, or skip the batch."
+    )
 
 
 class PauseNotices:
