@@ -140,10 +140,9 @@ def _links_balance(pipeline: Any) -> tuple[int, int]:
     for proc in pipeline._procs.values():
         sent += proc.counters.events_out
         received += proc.counters.events_in
-    departed = getattr(pipeline, "_departed", None)
-    if departed is not None:
-        sent += departed.events_out
-        received += departed.events_in
+    for counters in getattr(pipeline, "_departed", ()):
+        sent += counters.events_out
+        received += counters.events_in
     return sent, received
 
 

@@ -256,13 +256,14 @@ class GraphBuilding:
     def _depart(self, name: str) -> None:
         """Take a stage that has ended out of the running pipeline at once (a closed
         stream: a notebook's run may never end, and streams opened by the thousand
-        must not pile up). Its counts stay in the run's books (``_departed``)."""
+        must not pile up). Its counts stay in the run's books (``_departed``: a small
+        object per stream, not the stage, its process or its events)."""
         proc = self._procs.get(name)
         if proc is None or not proc.stopped:
             return
-        departed = self._departed
-        for slot in departed.__slots__:
-            setattr(departed, slot, getattr(departed, slot) + getattr(proc.counters, slot))
+        # Its counters stay in the books: events sent to it before its producer learnt
+        # that it ended still arrive (and are counted there as unhandled).
+        self._departed.append(proc.counters)
         stage = self._graph.nodes[name]["stage"]
         self._graph.remove_node(name)  # and its links
         del self._procs[name]

@@ -105,7 +105,7 @@ class Pipeline(GraphBuilding, Running, Supervision, Views):
         self.metrics = Metrics(self)
         self._graph = nx.DiGraph()
         self._procs: dict[str, Process] = {}
-        self._departed = Counters()  # the counts of stages that left this run (streams)
+        self._departed: list[Counters] = []  # the counters of stages that left this run
         self.failures: dict[str, list[Failure]] = {}
         self._pause_listeners: list[Any] = []  # called (pipeline, stage, failure) on a pause
         self._pause_waiters: list[anyio.Event] = []

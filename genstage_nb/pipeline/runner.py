@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import sniffio
 
-from ..core.counters import Counters
 from ..core.errors import PipelineError
 from ..core.process import Process
 from ..stalls import StallWatch, clear
@@ -167,7 +166,7 @@ class Running:
             self._fresh_processes()
         self._loop_thread = threading.get_ident()
         self._call_in_loop = _loop_caller()
-        self._departed = Counters()
+        self._departed = []
         self._running = True
         self._fatal = {}
         self._first_fatal = None
@@ -258,7 +257,7 @@ class Running:
         if any(p.running or p.stopped for p in self._procs.values()):
             self._fresh_processes()
         self._loop_thread = threading.get_ident()
-        self._call_in_loop = loop.call_soon_threadsafe
+        self._call_in_loop = _asyncio_caller(loop)
         self._running = True
         self._background = loop.create_task(self._run_in_background())
         return self
@@ -371,7 +370,19 @@ def _loop_caller() -> Any:
         return trio.lowlevel.current_trio_token().run_sync_soon
     import asyncio
 
-    return asyncio.get_running_loop().call_soon_threadsafe
+    return _asyncio_caller(asyncio.get_running_loop())
+
+
+def _asyncio_caller(loop: Any) -> Any:
+    """asyncio: run ``fn(*args)`` in a task of ``loop`` (anyio's calls need one)."""
+
+    async def call(fn: Any, args: tuple) -> None:
+        fn(*args)
+
+    def soon(fn: Any, *args: Any) -> None:
+        loop.call_soon_threadsafe(lambda: loop.create_task(call(fn, args)))
+
+    return soon
 
 
 class _Stopping:
