@@ -75,6 +75,8 @@ def progress(pipeline: Any) -> tuple[int, bool]:
     for proc in pipeline._procs.values():
         c = proc.counters
         moved += c.events_in + c.events_out + c.handled + c.demand_in + c.demand_out + c.made
+        if proc.stopped:
+            continue  # (a stage that ended busy is at work no more)
         if proc.time.mode == BUSY or proc._rest is not None or proc._resume is not None:
             working = True
     return moved, working

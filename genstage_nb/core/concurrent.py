@@ -60,9 +60,7 @@ class ConcurrentEvents:
         except Exception as exc:
             if self.stopped:
                 # The stage already ended: record the failure here.
-                self.current, self.current_hook = [event], "handle_event"
-                self._record_failure(exc, False)
-                self.supervisor._stage_failed(self, exc)
+                self._event_failed_late(exc, sub, event)
             else:
                 self.post(self._on_event_failed, exc, (sub, event))
             return
@@ -100,6 +98,14 @@ class ConcurrentEvents:
             if demand.realign is not None:
                 demand._realigned()
             self._ask_upstream(sub, n)
+
+    def _event_failed_late(self, exc: BaseException, sub: Subscription, event: Any) -> None:
+        """An event failed after the stage ended (or while it was cancelled): still a
+        failure, recorded with its event."""
+        self._in_flight.setdefault(sub, [0, 0])[1] -= 1
+        self.current, self.current_hook = [event], "handle_event"
+        self._record_failure(exc, False)
+        self.supervisor._stage_failed(self, exc)
 
     async def _on_event_failed(self, exc: BaseException, failed: tuple) -> None:
         sub, event = failed

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .concurrent import ConcurrentEvents
 from .consuming import BATCHES, EVENTS, Consuming
 from .counters import as_events
 from .errors import Failure
@@ -172,6 +173,8 @@ class Lifecycle:
                     self.name,
                     len(b),
                 )
+        elif func is ConcurrentEvents._on_event_failed:
+            self._event_failed_late(a, *b)  # failed as the stage ended
         elif func is Lifecycle._on_call:
             b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
             b.event.set()

@@ -155,6 +155,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                     self._restarting = None
                     self._redo = None
                     on_restart, self._on_restart = self._on_restart, None
+                    self._record_job_errors(restarted)
                     if restarted:
                         # Events made but refused by the dispatcher are lost either way.
                         unhandled, self._undispatched = self._undispatched, []
@@ -207,6 +208,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                 # cancelled (the pipeline stopping): still a failure, recorded as such.
                 error, self._inline_error = self._inline_error, None
                 self._fail_cancelled(first_leaf(error))
+            self._failures_left_behind()
             if self._rest is not None:
                 # Cancelled while an async handle_events was at work on this list.
                 batches, i = self._rest
@@ -238,6 +240,43 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
             if end is not None:
                 end(self)
             self.supervisor._stage_ended(self)
+
+    def _record_job_errors(self, restarted: bool) -> None:
+        """Other jobs in flight that failed as well (``concurrency`` above 1): each is a
+        failure of its own, recorded with its batch (not re-sent, not left unhandled)."""
+        if not self.jobs:
+            return
+        failed = [job for job in self._sent if job.done and job.error is not None]
+        if not failed:
+            return
+        self._sent = deque(job for job in self._sent if not (job.done and job.error is not None))
+        current, hook, attempts = self.current, self.current_hook, self._attempts
+        final = self._final_failure
+        for job in failed:
+            self.current, self.current_hook = list(job.batch), "handle_events"
+            self._attempts = list(job.attempts)
+            self._record_failure(job.error, restarted)
+        self.current, self.current_hook, self._attempts = current, hook, attempts
+        self._final_failure = final  # (the stage's own failure is recorded next)
+
+    def _failures_left_behind(self) -> None:
+        """Cancelled (a stop's timeout, another stage's failure) with failures not yet
+        served: an event's failure in the mailbox, a job that failed. Each is recorded."""
+        if self.concurrent:
+            kept = deque()
+            for message in self.mailbox:
+                handler, a, b = message
+                if getattr(handler, "__func__", None) is ConcurrentEvents._on_event_failed:
+                    self._event_failed_late(a, *b)
+                else:
+                    kept.append(message)
+            self.mailbox.clear()
+            self.mailbox.extend(kept)
+        if self.jobs:
+            errors = [job.error for job in self._sent if job.done and job.error is not None]
+            self._record_job_errors(False)
+            for exc in errors:
+                self.supervisor._stage_failed(self, exc)
 
     def _fail_cancelled(self, exc: BaseException) -> None:
         """Fail for good with ``exc`` while cancelled (no restart, no pause)."""

@@ -328,13 +328,9 @@ class Producing:
                 await more
 
     def _alone_for_good(self, reason: Any) -> bool:
-        """A consumer failed, and every consumer linked to this stage has stopped, in a
-        run() that nobody can link to later."""
-        return (
-            not self.consumers
-            and isinstance(reason, BaseException)
-            and self.supervisor._consumers_gone(self)
-        )
+        """Every consumer linked to this stage has stopped (failed, or stopped in turn
+        because of a failure: not unlinked), in a run() that nobody can link to later."""
+        return not self.consumers and reason != "unlinked" and self.supervisor._consumers_gone(self)
 
     def finish(self) -> None:
         self.finishing = True

@@ -1,0 +1,53 @@
+"""Random pipelines over the whole option space (``tests/generated.py``), on both
+backends: every run must keep every promise that module lists.
+
+The ordinary run draws 1,000 pipelines per backend; the ``slow`` campaign 10,000 per
+backend (CI runs both). Examples are derandomized, so a run is repeatable; a failure
+shrinks to a small spec, printed with the assertion. ``GENSTAGE_NB_CAMPAIGN=N`` sets the
+campaign's size per backend (an independent campaign: ``GENSTAGE_NB_SEED`` picks other
+pipelines).
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import pytest
+from generated import describe, pipelines, run_spec
+from hypothesis import HealthCheck, given, note, seed, settings
+
+BACKENDS = ["asyncio", "trio"]
+CAMPAIGN = int(os.environ.get("GENSTAGE_NB_CAMPAIGN", "10000"))
+SEED = int(os.environ.get("GENSTAGE_NB_SEED", "0"))
+SETTINGS = {
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": list(HealthCheck),
+    "print_blob": True,
+}
+
+
+def check(spec, backend):
+    note(describe(spec))
+    anyio.run(run_spec, spec, backend=backend)
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(
+    max_examples=int(os.environ.get("GENSTAGE_NB_EXAMPLES", "1000")), derandomize=True, **SETTINGS
+)
+@given(spec=pipelines())
+def test_generated_pipelines_keep_every_promise(backend, spec):
+    check(spec, backend)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("backend", BACKENDS)
+@seed(SEED)
+@settings(max_examples=CAMPAIGN, derandomize=False, **SETTINGS)
+@given(spec=pipelines())
+def test_generated_campaign(backend, spec):
+    check(spec, backend)
