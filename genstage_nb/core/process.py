@@ -273,6 +273,13 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
             self.mailbox.clear()
             self.mailbox.extend(kept)
         if self.jobs:
+            for job in self._sent:
+                future = job.future
+                if not job.done and future is not None and future.done():
+                    # Finished on the executor while its waiter was cancelled.
+                    error = future.exception() if not future.cancelled() else None
+                    if error is not None:
+                        job.done, job.error = True, error
             errors = [job.error for job in self._sent if job.done and job.error is not None]
             self._record_job_errors(False)
             for exc in errors:
