@@ -125,7 +125,7 @@ def pipelines(draw: Any, faults: bool = True) -> Spec:
                 "source",
                 draw(st.sampled_from(["exact", "exact", "less", "more"])),
                 asynchronous=draw(st.booleans()),
-                n=draw(st.integers(0, 300)),
+                n=draw(st.integers(0, 150)),
             )
         )
     for i in range(n_pcs):
@@ -555,7 +555,7 @@ class Outcome:
 
 
 def build(spec: Spec, books: Books, executor: Any) -> tuple[gs.Pipeline, dict]:
-    p = gs.Pipeline(on_failure=spec.on_failure, stall_after=0.3, metrics_interval=0.05)
+    p = gs.Pipeline(on_failure=spec.on_failure, stall_after=0.1, metrics_interval=0.05)
     ends: dict[str, tuple[gs.Stage, gs.Stage]] = {}  # node -> (first stage, last stage)
     for node in spec.nodes:
         if node.role == "source":
