@@ -71,6 +71,7 @@ class Node:
     retry: bool = False
     fault: Fault | None = None
     n: int = 0  # source: how many events
+    accumulate: bool = False  # source: demand="accumulate", switched to forward later
 
 
 @dataclass
@@ -92,9 +93,11 @@ class Spec:
     stop_after: int | None = None  # stop() once the consumers got this many events
     stop_timeout: float = 1.0
     stream: tuple | None = None  # (producer, after events, read, max_demand)
+    late: tuple | None = None  # (producer, after events, unlink after events or None)
 
     def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
+        """The node of that name (a plain sink for one linked during the run)."""
+        return next((n for n in self.nodes if n.name == name), Node(name, "sink", "plain"))
 
     def consumers_of(self, name: str) -> list[Link]:
         return [link for link in self.links if link.producer == name]
@@ -126,6 +129,7 @@ def pipelines(draw: Any, faults: bool = True) -> Spec:
                 draw(st.sampled_from(["exact", "exact", "less", "more"])),
                 asynchronous=draw(st.booleans()),
                 n=draw(st.integers(0, 150)),
+                accumulate=draw(st.integers(0, 7)) == 0,
             )
         )
     for i in range(n_pcs):
@@ -225,6 +229,14 @@ def pipelines(draw: Any, faults: bool = True) -> Spec:
                 draw(st.integers(1, 20)),
                 draw(st.sampled_from([1, 5, 100])),
             )
+    if draw(st.integers(0, 5)) == 0:
+        open_on = [name for name in producers if spec.node(name).dispatcher != "partition"]
+        if open_on:
+            spec.late = (
+                draw(st.sampled_from(open_on)),
+                draw(st.integers(0, 60)),
+                draw(st.sampled_from([None, 0, 10])),
+            )
     return spec
 
 
@@ -305,6 +317,8 @@ def _producing(node: Node, spec: Spec) -> dict:
 def make_source(node: Node, spec: Spec, books: Books) -> gs.Stage:
     faults = Faults(node.fault)
     options = {**_options(node), **_producing(node, spec)}
+    if node.accumulate:
+        options["demand"] = "accumulate"
 
     class Source(gs.Producer):
         def init(self) -> None:
@@ -551,6 +565,7 @@ class Outcome:
     stream_got: list = field(default_factory=list)
     stopped: bool = False
     stalls: list = field(default_factory=list)  # stall notices that ended the run
+    late: bool = False  # a sink was linked during the run
     started: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -597,6 +612,11 @@ async def run_spec(spec: Spec) -> Outcome:
                     if spec.stream is not None:
                         tg.start_soon(_stream, outcome, spec, ends)
                     tg.start_soon(_watch_stalls, outcome, spec)
+                    for node in spec.nodes:
+                        if node.accumulate:
+                            tg.start_soon(_forward_later, outcome, p.stages[node.name])
+                    if spec.late is not None:
+                        tg.start_soon(_link_later, outcome, spec, ends, books)
         except TimeoutError:
             stalls = [str(w) for w in p.warnings if isinstance(w, gs.Stall)]
             raise AssertionError(
@@ -640,6 +660,43 @@ async def _stop_later(outcome: Outcome, spec: Spec) -> None:
             await p.stop(timeout=spec.stop_timeout)
             return
         await anyio.sleep(0.001)
+
+
+async def _forward_later(outcome: Outcome, stage: gs.Stage) -> None:
+    """demand="accumulate": the demand is held until the mode goes to forward."""
+    await outcome.started.wait()
+    await anyio.sleep(0.002)
+    if outcome.pipeline.running:
+        stage.demand_mode = "forward"
+
+
+async def _link_later(outcome: Outcome, spec: Spec, ends: dict, books: Books) -> None:
+    """A sink linked while the pipeline runs (and unlinked again, then the run stopped:
+    a consumer left without producer would wait for ever, as a notebook's may)."""
+    p = outcome.pipeline
+    name, after, unlink_after = spec.late
+    await outcome.started.wait()
+    while sum(len(v) for v in books.received.values()) < after:
+        if not p.running:
+            return
+        await anyio.sleep(0.001)
+    producer = ends[name][1]
+    if not p.running or producer._process is None or producer._process.stopped:
+        return
+    late = p.add(gs.consumer(lambda events: books.receive("late", events), name="late"))
+    sub = p.link(producer, late, max_demand=5)
+    outcome.late = True
+    if unlink_after is None:
+        return
+    start = len(books.received.get("late", []))
+    while len(books.received.get("late", [])) - start < unlink_after and p.running:
+        if late._process is None or late._process.stopped:
+            return
+        await anyio.sleep(0.001)
+    if p.running and sub in p.subscriptions:
+        p.unlink(sub)
+        outcome.stopped = True
+        await p.stop(timeout=0.5)
 
 
 async def _watch_stalls(outcome: Outcome, spec: Spec) -> None:
@@ -702,6 +759,7 @@ def check(spec: Spec, outcome: Outcome) -> None:
         and spec.stop_after is None
         and not outcome.stream_got
         and spec.stream is None
+        and spec.late is None
         and not p.metrics.totals()["dropped"].fillna(0).sum()
     )
     if clean:
@@ -814,13 +872,13 @@ def _check_one_consumer(spec: Spec, receivers: dict, outcome: Outcome) -> None:
             continue
         seen: dict[tuple, str] = {}
         takers = [link.consumer for link in spec.consumers_of(node.name)]
-        streams = (
-            [("<stream>", outcome.stream_got)]
-            if spec.stream and spec.stream[0] == node.name
-            else []
-        )
+        streams = []
+        if spec.stream and spec.stream[0] == node.name:
+            streams.append(("<stream>", outcome.stream_got))
+        if spec.late and spec.late[0] == node.name:
+            streams.append(("late", receivers.get("late", [])))
         for taker, events in [(t, receivers.get(t, [])) for t in takers] + streams:
-            if taker != "<stream>" and _calls_repeat(spec.node(taker), outcome):
+            if taker not in ("<stream>", "late") and _calls_repeat(spec.node(taker), outcome):
                 events = list(dict.fromkeys(events))  # (a repeated call is not a delivery)
             for event in events:
                 if _sender(event) != node.name:

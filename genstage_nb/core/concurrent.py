@@ -110,6 +110,8 @@ class ConcurrentEvents:
     async def _on_event_failed(self, exc: BaseException, failed: tuple) -> None:
         sub, event = failed
         self._in_flight.setdefault(sub, [0, 0])[1] -= 1
+        if not any(s[1] for s in self._in_flight.values()):
+            self.time.leave(clock(), IDLE)  # nothing at work any more
         self.current = [event]
         self.current_hook = "handle_event"
         self._keep_event(sub, event)  # a paused stage handles it again, or skips it

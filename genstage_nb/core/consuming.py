@@ -247,14 +247,19 @@ class Consuming:
         """The producer of ``sub`` ended or went away (GenStage's consumer_cancel)."""
         if sub not in self.producers:
             return
-        del self.producers[sub]
-        sub.active = False
         if self.pc and self.pc_queue:
-            self.pc_queue.append((CANCEL, sub, reason))
+            # Behind the input still queued: the producer counts as live until its turn
+            # (so an earlier producer's end does not complete the stage before the
+            # events and the end of this one are taken).
+            if not any(kind == CANCEL and s is sub for kind, s, _ in self.pc_queue):
+                self.pc_queue.append((CANCEL, sub, reason))
             return
         await self._invoke_cancel(sub, reason)
 
     async def _invoke_cancel(self, sub: Subscription, reason: Any) -> None:
+        if sub in self.producers:
+            del self.producers[sub]
+            sub.active = False
         self.current_hook = "handle_cancel"
         try:
             await self._hook(self.stage.handle_cancel, sub, reason)

@@ -173,7 +173,8 @@ class Pausing:
             self._in_flight[sub][1] += 1  # (counted out when it failed)
             self._event_finished(sub)
 
-        self._keep_redo(resume, skip)
+        # A restart goes on without it (recorded), and asks for its replacement.
+        self._keep_redo(resume, skip, restart=skip)
 
 
 __all__ = ["RESUME", "SKIP", "STOP", "Pausing"]
