@@ -27,7 +27,7 @@ import anyio
 
 from .core import pump
 from .core.process import Process
-from .core.stage import Stage
+from .core.stage import HOOKS, Stage
 
 log = logging.getLogger("genstage_nb")
 
@@ -81,24 +81,6 @@ class SlowHandler:
             f"stage {self.stage!r} {state} the event loop for {self.seconds:.1f} s in "
             f"{self.hook} at {self.where}; every stage waits meanwhile: {fix}"
         )
-
-
-#: The hooks a stage's code runs in (a stage's other methods are the runtime's).
-HOOKS = frozenset(
-    (
-        "init",
-        "handle_demand",
-        "handle_events",
-        "handle_event",
-        "handle_subscribe",
-        "handle_cancel",
-        "handle_info",
-        "handle_call",
-        "snapshot",
-        "restore",
-        "handle_checkpoint",
-    )
-)
 
 
 def _ours(code: Any) -> bool:

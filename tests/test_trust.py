@@ -68,7 +68,8 @@ async def test_run_while_started_is_refused_and_nothing_is_taken_twice():
     p.link(src, p.add(collector("sink", seen)))
     async with anyio.create_task_group() as tg:
         tg.start_soon(p.run)
-        await anyio.sleep(0)
+        while not p.running:  # (trio may start the task later)
+            await anyio.sleep(0)
         with pytest.raises(RuntimeError, match="already running"):
             await p.run()
     assert seen == list(range(20_000))

@@ -294,6 +294,18 @@ class Stage:
         return inspect.iscoroutinefunction(fn)
 
 
+#: The hooks a stage may define (its other methods are the runtime's).
+HOOKS = (
+    "init",
+    "handle_demand",
+    "handle_events",
+    "handle_event",
+    "handle_subscribe",
+    "handle_cancel",
+    "handle_info",
+    "handle_call",
+)
+
 #: Hooks whose result the runtime ignores (a consumer's events too): one written with
 #: ``yield`` would return a generator and its body would never run.
 _RESULT_IGNORED = ("init", "handle_subscribe", "handle_cancel")

@@ -14,18 +14,8 @@ import inspect
 import types
 from typing import Any
 
-from ..core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
+from ..core.stage import HOOKS, ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 
-HOOKS = (
-    "init",
-    "handle_demand",
-    "handle_events",
-    "handle_event",
-    "handle_subscribe",
-    "handle_cancel",
-    "handle_info",
-    "handle_call",
-)
 KINDS = ("producer", "producer_consumer", "consumer")
 #: The hook each kind cannot do without.
 REQUIRED = {

@@ -75,31 +75,23 @@ class Running:
         """run() refuses producers without a consumer (nothing would ever ask them for
         events, and for a producer-consumer nothing would drain its producers) and
         consumers without a producer (no event would ever come, and they never end)."""
-        lonely = [
-            f"{name!r} ({data['kind'].replace('_', '-')})"
-            for name, data in self._graph.nodes(data=True)
-            if data["kind"] in ("producer", "producer_consumer")
-            and self._graph.out_degree(name) == 0
-        ]
-        if lonely:
-            which = "has" if len(lonely) == 1 else "have"
-            raise ValueError(
-                f"{self._label}: {', '.join(lonely)} {which} no consumer, so run() would "
-                f"never end; link a consumer to each (p.link) or remove it. p.start() runs "
-                f"such a pipeline in the background, where you may link later"
-            )
-        orphans = [
-            f"{name!r} ({data['kind'].replace('_', '-')})"
-            for name, data in self._graph.nodes(data=True)
-            if data["kind"] != "producer" and self._graph.in_degree(name) == 0
-        ]
-        if orphans:
-            which = "has" if len(orphans) == 1 else "have"
-            raise ValueError(
-                f"{self._label}: {', '.join(orphans)} {which} no producer, so run() would "
-                f"never end; link a producer to each (p.link) or remove it. p.start() runs "
-                f"such a pipeline in the background, where you may link later"
-            )
+        graph = self._graph
+        for missing, degree, kinds in (
+            ("consumer", graph.out_degree, ("producer", "producer_consumer")),
+            ("producer", graph.in_degree, ("producer_consumer", "consumer")),
+        ):
+            alone = [
+                f"{name!r} ({data['kind'].replace('_', '-')})"
+                for name, data in graph.nodes(data=True)
+                if data["kind"] in kinds and degree(name) == 0
+            ]
+            if alone:
+                which = "has" if len(alone) == 1 else "have"
+                raise ValueError(
+                    f"{self._label}: {', '.join(alone)} {which} no {missing}, so run() would "
+                    f"never end; link a {missing} to each (p.link) or remove it. p.start() "
+                    f"runs such a pipeline in the background, where you may link later"
+                )
 
     async def _run(self) -> None:
         self._begin()
