@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 
 from .lifecycle import first_leaf
+from .timing import BUSY, IDLE, clock
 
 #: What a paused stage is told to do.
 RESUME, SKIP, STOP = "resume", "skip", "stop"
@@ -52,6 +53,8 @@ class Pausing:
                     pending = step()
                     if pending is not None and isawaitable(pending):
                         await pending
+                    if self.finishing and not self.stopped:
+                        self._check_finished()  # (the redo may have been its last step)
                     if self.pc and self.pc_queue:
                         # Input queued behind the failed batch, as far as demand goes.
                         pending = self._take_pc_events()
@@ -96,6 +99,8 @@ class Pausing:
 
             skip = resume
         failure = self._record_failure(exc, False, paused=True)
+        if self.time.mode == BUSY:
+            self.time.leave(clock(), IDLE)  # paused: no hook at work (a stall is seen)
         self.status = "paused"
         self.paused = failure
         self._go_on = anyio.Event()
