@@ -24,7 +24,6 @@ through, so a consumer knows which producer sent it.
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -941,4 +940,4 @@ def describe(spec: Spec) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BOUND", "Spec", "describe", "pipelines", "run_spec", "math"]
+__all__ = ["BOUND", "Spec", "describe", "pipelines", "run_spec"]
