@@ -51,3 +51,33 @@ def test_generated_pipelines_keep_every_promise(backend, spec):
 @given(spec=pipelines())
 def test_generated_campaign(backend, spec):
     check(spec, backend)
+
+
+def test_a_stream_leaving_a_broadcast_frees_what_was_buffered_for_it(anyio_backend):
+    """Found by a campaign: a stream (the slowest consumer of a broadcast) left while
+    events waited in the buffer for it, and no new demand came: the buffer was never
+    served (a stall). Fails about half the runs without the fix."""
+    from generated import Link, Node, Spec
+
+    spec = Spec(
+        nodes=[
+            Node("s0", "source", "less", dispatcher="broadcast", n=97, accumulate=True),
+            Node("s1", "source", "less", n=80),
+            Node("p0", "pc", "executor", transform="expand", dispatcher="broadcast"),
+            Node("p1", "pc", "map", transform="filter", concurrency=8),
+            Node("p2", "pc", "executor", transform="expand", dispatcher="partition", discards=3),
+            Node("c0", "sink", "plain"),
+            Node("c1", "sink", "plain"),
+        ],
+        links=[
+            Link("s0", "p0", 50, None),
+            Link("s1", "p1", 50, 0),
+            Link("p0", "p2", 3, 2, selector=2),
+            Link("p2", "c0", 2, None, partition=0),
+            Link("p1", "c0", 2, None),
+            Link("p0", "c1", 50, None, selector=3),
+        ],
+        stream=("s0", 1, 1, 1),
+    )
+    for _ in range(8):
+        anyio.run(run_spec, spec, backend=anyio_backend)

@@ -528,3 +528,52 @@ def test_retry_refuses_nan_and_interrupts():
         gs.Retry(max_backoff=float("nan"))
     with pytest.raises(TypeError):
         gs.Retry(on=KeyboardInterrupt)
+
+
+# Found by the generated pipelines.
+
+
+async def test_buffered_events_go_when_a_broadcast_s_slowest_consumer_leaves():
+    p = gs.Pipeline()
+    src = p.add(Triple(300, dispatcher=gs.BroadcastDispatcher(), demand="accumulate"), name="src")
+    seen = []
+    p.link(src, p.add(collector("sink", seen)), max_demand=50)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        with anyio.fail_after(5):
+            async with p.stream(src, max_demand=1) as events:
+                src.demand_mode = "forward"
+                async for _ in events:
+                    break  # the slowest consumer leaves, with events buffered for it
+    assert seen == list(range(300))
+    gs.check_balance(p)
+
+
+class FailsFirstDemand(gs.Producer):
+    def init(self):
+        self.n = getattr(self, "n", 0)
+        self.failed = getattr(self, "failed", False)
+
+    def handle_demand(self, demand):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("first demand")
+        events = list(range(self.n, min(self.n + demand, 40)))
+        self.n += len(events)
+        if self.n >= 40:
+            self.finish()
+        return events
+
+
+async def test_accumulated_demand_survives_a_failure_while_it_is_released():
+    p = gs.Pipeline()
+    src = p.add(FailsFirstDemand(demand="accumulate", restart="permanent"), name="src")
+    a, b = [], []
+    p.link(src, p.add(collector("a", a)), max_demand=3)
+    p.link(src, p.add(collector("b", b)), max_demand=3)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await anyio.sleep(0.01)
+        src.demand_mode = "forward"
+    assert sorted(a + b) == list(range(40))
+    gs.check_balance(p)

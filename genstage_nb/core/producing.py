@@ -322,7 +322,9 @@ class Producing:
             self._terminate("shutdown")
             return
         demand = self.dispatcher.cancel(sub)
-        if demand:
+        if demand or (len(self.buffer) and self._ready()):
+            # New demand, or none but buffered events that may go now (a broadcast's
+            # slowest consumer left: the others' demand frees what waited for it).
             more = self._on_demand(demand)
             if more is not None:
                 await more
@@ -361,13 +363,21 @@ class Producing:
             return
         self.accumulating = False
         pending, self.accumulated = self.accumulated, []
-        for kind, value in pending:
-            if kind == "dispatch":
-                self._dispatch(value)
-            else:
-                more = self._on_demand(value)
-                if more is not None:
-                    await more
+        for i, (kind, value) in enumerate(pending):
+            try:
+                if kind == "dispatch":
+                    self._dispatch(value)
+                else:
+                    more = self._on_demand(value)
+                    if more is not None:
+                        await more
+            except Exception:
+                # What is left is released after the restart (or the resume) all the same.
+                rest = pending[i + 1 :]
+                if rest:
+                    self.accumulated = rest + self.accumulated
+                    self.mailbox.appendleft((self._on_demand_mode, "forward", None))
+                raise
 
     def outstanding_demand(self) -> int:
         """Demand asked of this stage by its consumers and not yet served."""

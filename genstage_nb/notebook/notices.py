@@ -58,17 +58,14 @@ def describe(pipeline: Any, name: str, failure: Failure, traceback: bool = True)
 
 
 def what_resume_repeats(pipeline: Any, name: str, failure: Failure) -> str:
-    """What a resume runs again: nothing for a per-event hook (it goes on from the
-    event that failed), the whole batch for a batch hook."""
+    """What a resume runs again, said where it matters: a batch hook gets its whole batch
+    again (a per-event hook goes on from the event that failed, and a batch of one
+    repeats nothing that went before it)."""
     n = len(failure.events)
     stage = pipeline.stages.get(name)
     per_event = failure.hook == "handle_event" or getattr(stage, "_gs_map", None) is not None
     if per_event or n <= 1:
-        return (
-            "Resume goes on from the event that failed: the events before it are not handled again."
-            if n
-            else ""
-        )
+        return ""
     return (
         f"Resume calls {failure.hook} again with the whole batch of {n} events: what it did "
         f"before it raised (a count, a write) is done again for those events. If that "
