@@ -1,7 +1,7 @@
 """Random pipelines over the whole option space (``tests/generated.py``), on both
 backends: every run must keep every promise that module lists.
 
-The ordinary run draws 1,000 pipelines per backend; the ``slow`` campaign 2,000 per
+The ordinary run draws 1,000 pipelines per backend; the ``slow`` campaign 300 per
 backend (CI runs both; ``GENSTAGE_NB_CAMPAIGN=10000`` for the 20,000 of the trust issue). Examples are derandomized, so a run is repeatable; a failure
 shrinks to a small spec, printed with the assertion. ``GENSTAGE_NB_CAMPAIGN=N`` sets the
 campaign's size per backend (an independent campaign: ``GENSTAGE_NB_SEED`` picks other
@@ -18,7 +18,7 @@ from generated import describe, pipelines, run_spec
 from hypothesis import HealthCheck, given, note, seed, settings
 
 BACKENDS = ["asyncio", "trio"]
-CAMPAIGN = int(os.environ.get("GENSTAGE_NB_CAMPAIGN", "2000"))
+CAMPAIGN = int(os.environ.get("GENSTAGE_NB_CAMPAIGN", "300"))
 SEED = int(os.environ.get("GENSTAGE_NB_SEED", "0"))
 SETTINGS = {
     "deadline": None,
