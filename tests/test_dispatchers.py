@@ -186,7 +186,8 @@ def test_broadcast_subscribes_asks_and_cancels():
     assert d.cancel(a) == 0
     assert bstate(d) == ([], 0, 10)
     assert d.dispatch([1, 2, 3]) == ([], [1, 2, 3], 0)
-    assert bstate(d) == ([], 0, 10)
+    # They count against what was requested (they wait in the producer's buffer).
+    assert bstate(d) == ([], 0, 7)
 
 
 def test_broadcast_multiple_subscriptions_with_early_demand():
@@ -239,13 +240,16 @@ def test_broadcast_dispatches_to_multiple_consumers_paced_by_the_slowest():
     assert d.ask(a, 1) == (1, [])
     d.subscribe(c)
     assert d.dispatch(["d", "e"]) == ([], ["d", "e"], 0)
-    assert bstate(d) == ([(0, "c"), (1, "a"), (1, "b")], 0, 1)
-    # Even out.
+    # (GenStage keeps 1 requested here; the two events made count against it.)
+    assert bstate(d) == ([(0, "c"), (1, "a"), (1, "b")], 0, 0)
+    # Even out: the producer serves its buffer (d, e) first and asks one event more.
     assert d.ask(a, 2) == (0, [])
     assert d.ask(b, 2) == (0, [])
-    assert d.ask(c, 3) == (2, [])
-    deliveries, leftover, _ = d.dispatch(["d", "e", "f"])
-    assert sorted(sent(deliveries)) == [(n, ["d", "e", "f"]) for n in "abc"]
+    assert d.ask(c, 3) == (3, [])
+    deliveries, leftover, _ = d.dispatch(["d", "e"])
+    assert sorted(sent(deliveries)) == [(n, ["d", "e"]) for n in "abc"]
+    deliveries, leftover, _ = d.dispatch(["f"])
+    assert sorted(sent(deliveries)) == [(n, ["f"]) for n in "abc"]
     assert bstate(d) == ([(0, "c"), (0, "b"), (0, "a")], 0, 0)
 
 
@@ -529,3 +533,114 @@ def test_property_broadcast_dispatcher_paces_every_consumer_by_its_own_demand(op
     # Every event was delivered (to the consumers there at the time) or left over.
     delivered = set().union(*(set(received[s]) for s in subs))
     assert delivered.isdisjoint(leftover)
+
+
+# -- a dispatcher driven as the runtime's producer drives it --------------------------
+
+
+class ModelProducer:
+    """A producer as ``core/producing.py`` drives its dispatcher: new demand is served
+    from the buffer first (as far as the dispatcher can send on) and the rest is owed
+    by ``handle_demand``; events made while older ones are buffered queue behind them."""
+
+    def __init__(self, dispatcher):
+        self.d = dispatcher
+        self.buffer: list = []
+        self.owed = 0  # demand passed to handle_demand and not yet made
+        self.made = 0
+        self.received: dict = {}
+
+    def demand(self, n):
+        ready = self.d.ready()
+        if self.buffer and max(n, ready):
+            taken, self.buffer = self.buffer[: max(n, ready)], self.buffer[max(n, ready) :]
+            self._dispatch(taken, from_buffer=True)
+            n = max(n - len(taken), 0)
+        self.owed += n
+
+    def make(self, k):
+        events = list(range(self.made, self.made + k))
+        self.made += k
+        self.owed = max(self.owed - k, 0)
+        if self.buffer:
+            self.buffer.extend(events)
+            self.demand(0)
+        else:
+            self._dispatch(events)
+
+    def _dispatch(self, events, from_buffer=False):
+        deliveries, leftover, extra = self.d.dispatch(events)
+        for sub, got in deliveries:
+            self.received.setdefault(sub, []).extend(got)
+        self.buffer = leftover + self.buffer if from_buffer else self.buffer + leftover
+        if extra:
+            self.demand(extra)
+
+
+def test_broadcast_serves_a_late_subscriber_without_forgetting_buffered_events():
+    """Found by the generated pipelines (a stream joining a broadcast): events asked before
+    a consumer joined wait in the buffer; the next demand must be served from it *and*
+    ask the producer for the rest, or every consumer waits for ever."""
+    d, a, b = BroadcastDispatcher(), Sub("a"), Sub("b")
+    producer = ModelProducer(d)
+    d.subscribe(a)
+    producer.demand(d.ask(a, 10)[0])
+    d.subscribe(b)
+    producer.make(10)  # asked by a before b joined: buffered
+    assert producer.buffer == list(range(10))
+    producer.demand(d.ask(a, 5)[0])
+    producer.demand(d.ask(b, 15)[0])
+    assert producer.received == {a: list(range(10)), b: list(range(10))}
+    assert producer.owed == 5  # a and b each want 5 more: asked of the producer
+    producer.make(5)
+    assert producer.received[a] == producer.received[b] == list(range(15))
+
+
+producer_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("subscribe"), st.integers(0, 3)),
+        st.tuples(st.just("cancel"), st.integers(0, 3)),
+        st.tuples(st.just("ask"), st.integers(0, 3), st.integers(1, 20)),
+        st.tuples(st.just("make"), st.integers(0, 30)),
+    ),
+    max_size=60,
+)
+
+
+@pytest.mark.parametrize("kind", ["demand", "broadcast"])
+@given(ops=producer_ops)
+def test_property_a_producer_never_leaves_demand_unserved(kind, ops):
+    """Whatever the order of joins, asks, leaves and events made (fewer or more than
+    asked), once the producer has made what it owes, no consumer with demand waits
+    while events are buffered, and not every consumer waits (a stall)."""
+    subs = [Sub(str(i), selector=(lambda e: e % 2 == 0) if i == 3 else None) for i in range(4)]
+    d = DemandDispatcher() if kind == "demand" else BroadcastDispatcher()
+    producer, live, asked = ModelProducer(d), [], dict.fromkeys(subs, 0)
+    for op in ops:
+        s = subs[op[1]] if op[0] != "make" else None
+        if op[0] == "subscribe" and s not in live:
+            d.subscribe(s)
+            live.append(s)
+        elif op[0] == "cancel" and s in live:
+            live.remove(s)
+            producer.demand(d.cancel(s))
+        elif op[0] == "ask" and s in live:
+            asked[s] += op[2]
+            demand, deliveries = d.ask(s, op[2])
+            assert deliveries == []
+            producer.demand(demand)
+        elif op[0] == "make":
+            producer.make(op[1])
+    for _ in range(100):
+        if not producer.owed:
+            break
+        producer.make(producer.owed)
+    assert producer.owed == 0
+    for s in subs:
+        got = producer.received.get(s, [])
+        assert len(got) <= asked[s] and got == sorted(set(got))
+    if producer.buffer:
+        assert d.ready() == 0, "a consumer has demand while events wait in the buffer"
+    if live:
+        waiting = [d.demand_of(s) for s in live]
+        assert min(waiting) == 0, f"every consumer waits for ever: {waiting}"

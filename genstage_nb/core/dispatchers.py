@@ -315,6 +315,12 @@ class BroadcastDispatcher:
         return self._sync(), []
 
     def dispatch(self, events: list) -> tuple[Deliveries, list, int]:
+        # Every event handed over counts against what was requested, also the ones left
+        # over: they wait in the producer's buffer, which serves the next demand first
+        # and takes what it served off the demand it passes on (so an event asked before
+        # a consumer joined, left over because of it, is never asked for again).
+        requested = self._requested - len(events)
+        self._requested = requested if requested > 0 else 0
         waiting = self._waiting
         if not waiting or not events:
             return [], events, 0
@@ -324,7 +330,6 @@ class BroadcastDispatcher:
             now, later = events[:waiting], events[waiting:]
         count = len(now)
         self._waiting = waiting - count
-        self._requested -= count
         deliveries: Deliveries = []
         reasks = []
         for _, sub, selector in self._demands:
