@@ -577,3 +577,43 @@ async def test_accumulated_demand_survives_a_failure_while_it_is_released():
         src.demand_mode = "forward"
     assert sorted(a + b) == list(range(40))
     gs.check_balance(p)
+
+
+class StopsAndFailsOnCancel(gs.ProducerConsumer):
+    """A stage with work on an executor whose handle_cancel stops the pipeline at once
+    (timeout 0) and then raises: the failure meets the stop's cancellation."""
+
+    def __init__(self, pipeline, **options):
+        super().__init__(**options)
+        self.pipeline = pipeline
+
+    def handle_events(self, events):
+        return events
+
+    def handle_cancel(self, subscription, reason):
+        self.pipeline.stop(timeout=0)
+        raise RuntimeError("cancel hook")
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_failure_as_the_stop_cancels_a_stage_with_workers_is_its_own(concurrency):
+    """Found by the generated pipelines: a hook of a stage with workers (an executor)
+    failed just as a stop's timeout cancelled it; the failure and the cancellation came
+    out of the stage's task group together and run() blamed '<pipeline runtime>'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(5):
+            p = gs.Pipeline()
+            src = p.add(gs.from_iterable(range(50)), name="src")
+            mid = StopsAndFailsOnCancel(
+                p, executor=pool, concurrency=concurrency, restart="permanent", name="mid"
+            )
+            p.link(src, p.add(mid), max_demand=5)
+            p.link(mid, p.add(gs.consumer(len), name="sink"), max_demand=5)
+            try:
+                await run_bounded(p)
+            except gs.PipelineError as error:  # (failed for good when cancelled with it)
+                assert set(error.failures) == {"mid"}
+            assert [type(r.exception) for r in p.failures["mid"]] == [RuntimeError]
+            gs.check_balance(p)

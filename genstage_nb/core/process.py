@@ -136,13 +136,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                 self.status = "running"
                 try:
                     if self.concurrent or self.jobs:
-                        async with anyio.create_task_group() as tg:
-                            self._task_group = tg
-                            await self._live(restarts)
-                            if self.jobs_on_loop:
-                                tg.cancel_scope.cancel()  # the idle workers
-                            elif self.concurrent:
-                                self._release_event_workers()
+                        await self._live_with_workers(restarts)
                     else:
                         await self._live(restarts)
                     self.status = "done"
@@ -240,6 +234,26 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
             if end is not None:
                 end(self)
             self.supervisor._stage_ended(self)
+
+    async def _live_with_workers(self, restarts: deque[float]) -> None:
+        """``_live`` beside the stage's workers (jobs, concurrent events), in a task group
+        of its own."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                await self._live(restarts)
+                if self.jobs_on_loop:
+                    tg.cancel_scope.cancel()  # the idle workers
+                elif self.concurrent:
+                    self._release_event_workers()
+        except BaseExceptionGroup as group:
+            failed, cancelled = group.split(Exception)
+            if failed is None or cancelled is None:
+                raise
+            # A hook failed just as the stage was cancelled (the pipeline stopping): a
+            # failure all the same, recorded as such; the cancellation goes on.
+            self._fail_cancelled(first_leaf(failed))
+            raise cancelled from None
 
     def _record_job_errors(self, restarted: bool) -> None:
         """Other jobs in flight that failed as well (``concurrency`` above 1): each is a
