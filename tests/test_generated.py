@@ -1,11 +1,11 @@
 """Random pipelines over the whole option space (``tests/generated.py``), on both
 backends: every run must keep every promise that module lists.
 
-The ordinary run draws 1,000 pipelines per backend; the ``slow`` campaign 300 per
-backend (CI runs both; ``GENSTAGE_NB_CAMPAIGN=10000`` for the 20,000 of the trust issue). Examples are derandomized, so a run is repeatable; a failure
-shrinks to a small spec, printed with the assertion. ``GENSTAGE_NB_CAMPAIGN=N`` sets the
-campaign's size per backend (an independent campaign: ``GENSTAGE_NB_SEED`` picks other
-pipelines).
+The ordinary run draws 1,000 pipelines per backend, derandomized (a run is repeatable);
+the ``slow`` campaign 10,000 per backend, 20,000 in all (CI runs both), from the seed
+``GENSTAGE_NB_SEED`` (0 by default: another seed is an independent campaign).
+``GENSTAGE_NB_CAMPAIGN=N`` sets the campaign's size per backend. A failure shrinks to a
+small spec, printed with the assertion.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from generated import describe, pipelines, run_spec
 from hypothesis import HealthCheck, given, note, seed, settings
 
 BACKENDS = ["asyncio", "trio"]
-CAMPAIGN = int(os.environ.get("GENSTAGE_NB_CAMPAIGN", "300"))
+CAMPAIGN = int(os.environ.get("GENSTAGE_NB_CAMPAIGN", "10000"))
 SEED = int(os.environ.get("GENSTAGE_NB_SEED", "0"))
 SETTINGS = {
     "deadline": None,

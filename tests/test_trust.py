@@ -617,3 +617,56 @@ async def test_a_failure_as_the_stop_cancels_a_stage_with_workers_is_its_own(con
                 assert set(error.failures) == {"mid"}
             assert [type(r.exception) for r in p.failures["mid"]] == [RuntimeError]
             gs.check_balance(p)
+
+
+class FailsTwoBatchesAtOnce(gs.ProducerConsumer):
+    """On an executor with concurrency 2: the first two batches are in flight together
+    (a barrier); the first raises, the second raises once the stage has restarted (its
+    init ran again); every later call succeeds. Counts calls per batch."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.calls: dict = {}
+        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(2, timeout=5)
+        self.restarted = threading.Event()
+        self.inits = 0
+
+    def init(self):
+        self.inits += 1
+        if self.inits > 1:
+            self.restarted.set()
+
+    def handle_events(self, events):
+        with self.lock:
+            n = self.calls[events[0]] = self.calls.get(events[0], 0) + 1
+            which = len(self.calls) if n == 1 else 0
+        if which in (1, 2):
+            self.barrier.wait()
+            if which == 2:
+                self.restarted.wait(5)
+            raise RuntimeError(f"batch {events[0]}")
+        return events
+
+
+async def test_a_restart_waits_for_the_calls_in_flight_on_its_executor():
+    """Found by the generated pipelines: a stage on an executor restarted while another
+    call was in flight sent that batch again: its function ran twice on it, and the
+    first call's failure was never recorded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        p = gs.Pipeline()
+        src = p.add(gs.from_iterable(range(40)), name="src")
+        mid = p.add(
+            FailsTwoBatchesAtOnce(executor=pool, concurrency=2, restart="permanent"), name="mid"
+        )
+        seen = []
+        p.link(src, mid, max_demand=4, min_demand=0)
+        p.link(mid, p.add(collector("sink", seen)), max_demand=4)
+        await run_bounded(p)
+    failed = [r.events for r in p.failures["mid"]]
+    assert sorted(failed) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert set(mid.calls.values()) == {1}  # every batch handled once
+    assert seen == list(range(8, 40))
+    gs.check_balance(p)

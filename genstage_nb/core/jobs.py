@@ -12,8 +12,9 @@ function called on each). Each unit of work is a ``Job``:
   plus the jobs in flight;
 - results are taken in the order the jobs were sent (``ordered``, the default), or as
   they complete (``gs.map(..., ordered=False)``); a failed job fails the stage with its
-  batch (or its one event) in the failure record; a restarted stage sends its jobs in
-  flight again.
+  batch (or its one event) in the failure record; a restarted stage waits again for the
+  calls in flight on its executor (each call is made once) and makes again the calls on
+  the event loop that its failure cut short.
 
 On the event loop the calls run in long-lived worker tasks, not a task per call: that is
 what the best plain-asyncio code does (a pool of workers), and it costs no task start
@@ -77,6 +78,36 @@ class Jobs:
         if self.jobs_on_loop:
             for _ in range(self.concurrency):
                 task_group.start_soon(self._worker)
+
+    def _jobs_after_restart(self) -> None:
+        """The stage failed with jobs in flight, and restarts; their waiters and workers
+        ended with its task group. A call on an executor goes on (it cannot be called
+        back): it is waited for again after the restart, its result or its failure taken
+        as usual, so no batch is handled twice. A call on the event loop was cut short
+        with its worker: it is made again. The jobs keep their order."""
+        for job in self._sent:
+            if job.future is None and not job.done:
+                job.reset()
+        self._jobs_ready.clear()
+        self._idle.clear()
+        self._finished.clear()
+        self._done_posted = False
+
+    def _rejoin_jobs(self) -> None:
+        """After a restart: the jobs still in flight (see ``_jobs_after_restart``)."""
+        done = False
+        for job in self._sent:
+            if job.done:
+                done = True
+                if not self.ordered:
+                    self._finished.append(job)
+            elif job.future is not None:
+                self._task_group.start_soon(self._wait_for, job)
+            else:
+                self._jobs_ready.append(job)
+        if done:
+            self._done_posted = True
+            self.post(self._on_job_done)
 
     def _send_batches(self, sub: Subscription, batches: list) -> None:
         """Stands in for ``_consume``: the batches become jobs."""

@@ -160,16 +160,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                     failed_ask, self._failed_ask = self._failed_ask, None
                     lost_demand, self._demand_in_hand = self._demand_in_hand, 0
                     if restarted and self.jobs:
-                        # Batches in flight were abandoned with the task group: send
-                        # them again after the restart (their demand was asked).
-                        for job in reversed(self._sent):
-                            job.reset()
-                            self._waiting.appendleft(job)
-                        self._sent.clear()
-                        self._jobs_ready.clear()
-                        self._idle.clear()
-                        self._finished.clear()
-                        self._done_posted = False
+                        self._jobs_after_restart()
                     if restarted:
                         # The demand in hand when it failed is served after the restart.
                         if failed_ask is not None:
@@ -326,6 +317,7 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                 await self._subscribe_upstream(sub)
         if self.jobs:
             self._start_workers(self._task_group)
+            self._rejoin_jobs()
             self._send_more()
             self._complete_if_drained()
         elif self.concurrent:
