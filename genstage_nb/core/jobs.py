@@ -229,8 +229,8 @@ class Jobs:
         failed = next((job for job in taken if job.error is not None), None)
         if failed is not None:
             # What finished before the failed job still goes on; the failed job's
-            # events go to the failure record, the jobs after it are kept (sent again
-            # after a restart, or recorded as unhandled).
+            # events go to the failure record, the jobs after it are kept (their results
+            # taken after a restart, or recorded as unhandled).
             i = taken.index(failed)
             for job in reversed(taken[i + 1 :]):
                 sent.appendleft(job)
