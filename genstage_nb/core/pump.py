@@ -141,7 +141,7 @@ def _loop(k: int) -> Any:
         "_dispatch": _dispatch,
         "_mail": _mail,
         "_release": _release,
-        "_flush": _flush,
+        "_park": _park,
         "_timed": _timed,
         "as_events": as_events,
         "isawaitable": isawaitable,
@@ -167,7 +167,7 @@ def loop_source(k: int) -> str:
         "    ({},) = levels".format(", ".join(f"L{j}" for j in r)),
     ]
     for j in r:
-        src.append(f"    sub{j}, to{j}, ds{j}, _, handle{j}, out{j}, d{j}, inbox{j} = L{j}")
+        src.append(f"    sub{j}, to{j}, ds{j}, c{j}, handle{j}, out{j}, d{j}, inbox{j} = L{j}")
         src.append(f"    sent{j} = count{j} = asked{j} = posted{j} = unhandled{j} = 0")
     src += [
         "    handle_demand = producer.stage.handle_demand",
@@ -185,11 +185,31 @@ def loop_source(k: int) -> str:
         "            else:  # the same round, timed",
         *_round(k, "                ", timed=True),
         "    finally:",
-        "        _release(levels, 0)",
+        # (kept short: Python copies a finally block to every return inside its try)
+        *(f"        _park(to{j})" for j in r),
+        "        count_{}(producer, {})".format(
+            k, ", ".join(f"c{j}, sent{j}, count{j}, asked{j}, posted{j}, unhandled{j}" for j in r)
+        ),
+        "",
+        # The loop's sums go to the counters, as the messages would have counted them.
+        "def count_{}(producer, {}):".format(
+            k, ", ".join(f"c{j}, sent{j}, count{j}, asked{j}, posted{j}, unhandled{j}" for j in r)
+        ),
+        "    producer._untimed += count0  # rounds the next timed round stands for",
+        "    c = producer.counters",
     ]
-    for name in ("sent", "count", "asked", "posted", "unhandled"):
-        src.append(f"        {name} = (%s)" % "".join(f"{name}{j}, " for j in r))
-    src.append("        _flush(producer, levels, sent, count, asked, posted, unhandled)")
+    for j in r:
+        src += [
+            f"    c.made += sent{j}",
+            f"    c.accepted += sent{j}",
+            f"    c.events_out += sent{j}",
+            f"    c.demand_in += asked{j} - posted{j}",
+            f"    c = c{j}",
+            f"    c.events_in += sent{j}",
+            f"    c.handled += sent{j} - unhandled{j}",
+            f"    c.batches += count{j}",
+            f"    c.demand_out += asked{j}",
+        ]
     return "\n".join(src) + "\n"
 
 
@@ -399,32 +419,6 @@ def _mail(levels: list[_Level], j: int, asks: tuple) -> None:
     """Level ``j`` got mail during the round: it serves it after making its ask."""
     _release(levels, j + 1)
     return _unwind_slow(levels, j, asks, levels[j][1])
-
-
-def _flush(
-    producer: Process,
-    levels: list[_Level],
-    sent: tuple,
-    count: tuple,
-    asked: tuple,
-    posted: tuple,
-    unhandled: tuple,
-) -> None:
-    """Add the loop's sums to the counters, as the messages would have counted."""
-    producer._untimed += count[0]  # rounds the next timed round stands for
-    upstream = producer.counters
-    for i, level in enumerate(levels):
-        counters = level[3]
-        n = sent[i]
-        upstream.made += n
-        upstream.accepted += n
-        upstream.events_out += n
-        upstream.demand_in += asked[i] - posted[i]
-        counters.events_in += n
-        counters.handled += n - unhandled[i]
-        counters.batches += count[i]
-        counters.demand_out += asked[i]
-        upstream = counters
 
 
 #: The first round of one loop in this many is timed while rounds are cheap (a loop runs
