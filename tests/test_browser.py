@@ -183,7 +183,9 @@ def test_the_dashboard_works_in_jupyterlab(lab):
         try:
             page.goto(lab.url(f"lab/tree/{NOTEBOOK}"))
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-            # The kernel is up when its status shows idle.
+            # The kernel is up when its status shows idle: "Run All Cells" before that
+            # runs nothing on a busy machine (the cells stay unrun, the kernel idle).
+            page.get_by_text(re.compile(r"\(ipykernel\) \| Idle")).first.wait_for(timeout=120_000)
             page.locator(".jp-Notebook").first.click()
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
