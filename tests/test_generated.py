@@ -81,3 +81,37 @@ def test_a_stream_leaving_a_broadcast_frees_what_was_buffered_for_it(anyio_backe
     )
     for _ in range(8):
         anyio.run(run_spec, spec, backend=anyio_backend)
+
+
+def test_an_event_failing_as_a_stop_cancels_a_concurrent_consumer_is_recorded(anyio_backend):
+    """Found by a campaign (seed 31337): a ConcurrentConsumer's failed event was handed
+    to the stage's task as a coroutine, and the stop's cancellation (timeout 0) dropped
+    it unstarted: the failure vanished from ``p.failures`` (every run on asyncio)."""
+    from generated import Fault, Link, Node, Spec
+
+    spec = Spec(
+        nodes=[
+            Node("s0", "source", "exact", n=143),
+            Node("p0", "pc", "plain", dispatcher="partition"),
+            Node("p1", "pc", "map", transform="filter", concurrency=8),
+            Node("c0", "sink", "concurrent"),
+            Node("c1", "sink", "plain"),
+            Node(
+                "c2", "sink", "concurrent", restart="permanent", fault=Fault("handle_event", 2, 1)
+            ),
+        ],
+        links=[
+            Link("s0", "p0", 3, None),
+            Link("s0", "p1", 3, None),
+            Link("p0", "p1", 2, 0, partition=0),
+            Link("s0", "c0", 1, 0),
+            Link("s0", "c1", 10, 9),
+            Link("p0", "c1", 3, 0, partition=1),
+            Link("p1", "c2", 1000, 0),
+            Link("p0", "c2", 2, None, partition=2),
+        ],
+        stop_after=1,
+        stop_timeout=0.0,
+    )
+    for _ in range(5):
+        anyio.run(run_spec, spec, backend=anyio_backend)

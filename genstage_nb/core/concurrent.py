@@ -107,7 +107,10 @@ class ConcurrentEvents:
         self._record_failure(exc, False)
         self.supervisor._stage_failed(self, exc)
 
-    async def _on_event_failed(self, exc: BaseException, failed: tuple) -> None:
+    def _on_event_failed(self, exc: BaseException, failed: tuple) -> None:
+        # (Not async: served inline in another stage's task, it raises there and becomes
+        # the stage's inline error, which a cancellation cannot drop; a coroutine handed
+        # to the stage's task would be discarded unstarted if the stage is cancelled.)
         sub, event = failed
         self._in_flight.setdefault(sub, [0, 0])[1] -= 1
         if not any(s[1] for s in self._in_flight.values()):
