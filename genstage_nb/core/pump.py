@@ -158,10 +158,11 @@ def _loop(k: int) -> Any:
 
 def loop_source(k: int) -> str:
     """The source of the pump loop for a chain of ``k`` levels (links), written out
-    level by level: locals per level, no loop over levels. One round in 16 is a timed
+    level by level: locals per level, no loop over levels. One round in 64 is a timed
     copy of the round (a clock read after each hook: see ``timing.py``).
     docs/architecture.md shows it for a three-stage chain (``k=2``)."""
     r = range(k)
+    sums = ", ".join(f"c{j}, sent{j}, count{j}, asked{j}, posted{j}, unhandled{j}" for j in r)
     src = [
         f"def pump_{k}(producer, demand, levels):",
         "    ({},) = levels".format(", ".join(f"L{j}" for j in r)),
@@ -187,14 +188,10 @@ def loop_source(k: int) -> str:
         "    finally:",
         # (kept short: Python copies a finally block to every return inside its try)
         *(f"        _park(to{j})" for j in r),
-        "        count_{}(producer, {})".format(
-            k, ", ".join(f"c{j}, sent{j}, count{j}, asked{j}, posted{j}, unhandled{j}" for j in r)
-        ),
+        f"        count_{k}(producer, {sums})",
         "",
         # The loop's sums go to the counters, as the messages would have counted them.
-        "def count_{}(producer, {}):".format(
-            k, ", ".join(f"c{j}, sent{j}, count{j}, asked{j}, posted{j}, unhandled{j}" for j in r)
-        ),
+        f"def count_{k}(producer, {sums}):",
         "    producer._untimed += count0  # rounds the next timed round stands for",
         "    c = producer.counters",
     ]
