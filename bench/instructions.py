@@ -38,6 +38,7 @@ RECORD = os.path.join(HERE, "instructions.json")
 TOLERANCE = 0.03
 
 WORKLOAD = """
+import gc
 import sys
 
 n, md = int(sys.argv[1]), int(sys.argv[2])
@@ -58,6 +59,7 @@ else:
         if hasattr(module, "SLICE"):
             module.SLICE = float("inf")
     pump.COSTLY = float("inf")
+    gc.freeze()  # what start-up allocated is out of the collector's way (see measure())
 
     class Sum(gs.Consumer):
         def init(self):
@@ -105,7 +107,12 @@ def instructions(cmd: list[str], env: dict) -> int:
 def measure(python: str, tree: str | None = None) -> dict[str, float]:
     """Instructions per event of W1 for every max_demand in SIZES (key "0": the loop),
     with this checkout's package or ``tree``'s."""
-    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
+    # The same dict layouts every run; no helper threads (valgrind counts every thread's
+    # instructions, and a thread pool's spinning grows with the run's time). The workload
+    # freezes what start-up allocated: else the collector's full passes walk every object
+    # that imports left, and an environment with more of them (a CI run, a notebook with
+    # pandas loaded) counted up to 3% more per event at max_demand 10.
+    env = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.path.abspath(tree) if tree else os.path.dirname(HERE)
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
