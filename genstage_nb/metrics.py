@@ -1,6 +1,6 @@
 """Metrics: every stage's hot-path counters, sampled while a pipeline runs, as pandas.
 
-The stages count with plain integer increments (``core.process.Counters``); a sampler
+The stages count with plain integer increments (``core.counters.Counters``); a sampler
 task reads them every ``Pipeline(metrics_interval=...)`` seconds (default 0.25) into a
 bounded store, plus one last sample when the pipeline stops. pandas is imported only
 when a frame is asked for.

@@ -12,7 +12,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .dispatchers import BroadcastDispatcher, DemandDispatcher, PartitionDispatcher
+from .dispatchers import DemandDispatcher, PartitionDispatcher
 from .policies import check_rate_limit, check_retry
 from .remote import check_executor
 
@@ -23,7 +23,6 @@ log = logging.getLogger("genstage_nb")
 
 RESTART_MODES = ("permanent", "transient", "temporary")
 DEMAND_MODES = ("forward", "accumulate")
-DISPATCHERS = (DemandDispatcher, BroadcastDispatcher, PartitionDispatcher)
 PRODUCER_BUFFER_SIZE = 10_000
 
 _COMMON = {"name", "restart", "max_restarts", "max_seconds", "retry"}
@@ -288,10 +287,6 @@ class Stage:
                 f"stage {self._name!r}: {what}() needs the stage to be in a pipeline"
             )
         return proc
-
-    @staticmethod
-    def _is_async(fn: Any) -> bool:
-        return inspect.iscoroutinefunction(fn)
 
 
 #: The hooks a stage may define (its other methods are the runtime's).

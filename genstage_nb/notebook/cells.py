@@ -159,10 +159,6 @@ def cell_contents(
     return hooks, None, returns
 
 
-def class_kind(cls: type) -> str:
-    return cls.kind
-
-
 def infer_kind(hooks: dict[str, Any], has_subscribers: bool, current: Stage | None) -> str:
     """``handle_demand`` -> producer; otherwise consumer, or producer-consumer when
     another stage subscribes to it."""
