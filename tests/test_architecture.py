@@ -149,3 +149,19 @@ def test_the_architecture_page_shows_the_fused_loop_as_generated():
     assert block in text, (
         "the fused loop changed: GENSTAGE_NB_WRITE_DOCS=1 pytest tests/test_architecture.py"
     )
+
+
+def test_the_concepts_page_lists_the_options_of_the_option_table():
+    from genstage_nb.core.options import option_table
+
+    page = ROOT / "docs" / "concepts.md"
+    text = page.read_text()
+    block = "<!-- option-table -->\n" + option_table() + "<!-- /option-table -->"
+    pattern = re.compile(r"<!-- option-table -->.*?<!-- /option-table -->", re.S)
+    assert pattern.search(text), "docs/concepts.md lost its option-table markers"
+    if os.environ.get("GENSTAGE_NB_WRITE_DOCS") == "1":
+        page.write_text(pattern.sub(lambda _: block, text))
+        text = page.read_text()
+    assert block in text, (
+        "the option table changed: GENSTAGE_NB_WRITE_DOCS=1 pytest tests/test_architecture.py"
+    )

@@ -117,6 +117,11 @@ BAD_CELLS = [
     ("sink --min-demand -1", SINK, "stage 'sink': --min-demand must be at least 0, got -1"),
     ("sink --cancel never", SINK, "stage 'sink': unknown --cancel 'never'"),
     ("sink --unknown 3", SINK, "%%stage: unrecognized arguments: --unknown 3"),
+    ("sink --concurrency many", SINK, "stage 'sink': --concurrency must be a whole number"),
+    ("sink --concurrency 0", SINK, "stage 'sink': concurrency must be an int >= 1"),
+    ("sink --restart often", SINK, "stage 'sink': restart must be one of"),
+    ("sink --executor nopool", SINK, "stage 'sink': --executor 'nopool': NameError"),
+    ("sink --buffer-size 5", SINK, "stage 'sink': unknown option 'buffer_size' for a consumer"),
     (
         "c --kind consumer",
         "def handle_event(event):\n    pass",
@@ -132,6 +137,29 @@ def test_bad_magic_input_is_one_usage_error_naming_the_stage(shell, line, cell, 
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_stage_options_are_cell_flags_and_a_changed_one_rebuilds_the_stage(shell, capsys):
+    from concurrent.futures import ThreadPoolExecutor
+
+    shell.user_ns["LIMIT"] = 30
+    shell.user_ns["pool"] = pool = ThreadPoolExecutor(2)
+    stage(shell, "numbers --rate-limit (1000,1.0) --buffer-keep first", NUMBERS)
+    stage(shell, "sink --subscribe-to numbers --executor pool --concurrency 2", SINK)
+    p = shell.user_ns["p"]
+    numbers, sink = p.stages["numbers"], p.stages["sink"]
+    assert (numbers.rate_limit, numbers.buffer_keep) == ((1000, 1.0), "first")
+    assert (sink.executor, sink.concurrency, sink.restart) == (pool, 2, "temporary")
+    stage(shell, "sink --subscribe-to numbers --restart permanent", SINK)  # the rest kept
+    rebuilt = p.stages["sink"]
+    assert rebuilt is not sink and p.graph.has_edge("numbers", "sink")
+    assert (rebuilt.executor, rebuilt.concurrency, rebuilt.restart) == (pool, 2, "permanent")
+    assert "rebuilt with --restart" in capsys.readouterr().out
+    stage(shell, "sink --subscribe-to numbers --restart permanent", SINK)  # the same: a swap
+    assert p.stages["sink"] is rebuilt
+    p.run_sync()
+    assert sorted(rebuilt.seen) == list(range(30))
+    pool.shutdown()
 
 
 def test_bad_numbers_between_options_are_usage_errors(shell):

@@ -39,6 +39,42 @@ class Counters:
         return {slot: getattr(self, slot) for slot in self.__slots__}
 
 
+#: How the fused loop (pump.py) keeps each counter, for level ``{j}`` of a chain: the
+#: side of the link whose stage counts it ("out": the level's producer, "in": its
+#: consumer) and the loop's sums that make it.
+ON_THE_LOOP = {
+    "made": ("out", "sent{j}"),
+    "accepted": ("out", "sent{j}"),
+    "events_out": ("out", "sent{j}"),
+    "demand_in": ("out", "asked{j} - posted{j}"),  # (posted asks are counted when served)
+    "events_in": ("in", "sent{j}"),
+    "handled": ("in", "sent{j} - unhandled{j}"),
+    "batches": ("in", "count{j}"),
+    "demand_out": ("in", "asked{j}"),
+}
+#: The counters that never move while the fused loop runs, and why.
+OFF_THE_LOOP = {
+    "dropped": "the loop runs only while the producer's buffer is empty",
+    "discarded": "a PartitionDispatcher link is never in a chain",
+    "failed": "a hook that raises leaves the loop; the message path records the failure",
+    "unhandled_in": "counted when a stage stops, never inside the loop",
+    "unhandled_out": "counted when a stage fails for good, never inside the loop",
+    "restarts": "a restart happens on the stage's own task",
+    "retried": "a stage with retry= is off the loop (options.py)",
+}
+
+
+def check_rules(slots: tuple[str, ...]) -> None:
+    """Every counter says how the fused loop keeps it (and no rule names no counter):
+    a counter the fused loop would not keep cannot exist."""
+    unruled = set(slots) ^ (set(ON_THE_LOOP) | set(OFF_THE_LOOP))
+    if unruled:
+        raise ImportError(f"Counters: say how the fused loop keeps {sorted(unruled)} (counters.py)")
+
+
+check_rules(Counters.__slots__)
+
+
 def as_events(stage_name: str, hook: str, result: Any) -> list:
     """Turn a hook's result into a list of events, or raise TypeError naming the stage."""
     if result.__class__ is list:

@@ -37,6 +37,7 @@ from .errors import Failure
 from .jobs import Jobs, setup_jobs
 from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
+from .options import fusable
 from .pausing import Pausing
 from .policies import RateLimit
 from .producing import Producing
@@ -46,6 +47,10 @@ from .timing import StageTime
 
 if TYPE_CHECKING:
     from .subscription import Subscription
+
+
+def fits_loop(stage: Any) -> bool:
+    return fusable(stage, getattr(stage, "_option_kind", stage.kind))
 
 
 class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
@@ -79,8 +84,10 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
         self._held_count = 0
         self._release_at: float | None = None
         self._attempts: list = []  # exceptions of a retried call that failed for good
-        # May drive its chain in one loop (pump.py).
-        self.fusable = self.kind == "producer" and self.rate is None and self.retry is None
+        # The fused loop (pump.py) may run it: every option the loop does not handle at
+        # its default (the option table, options.py); a producer drives its chain.
+        self.fits_loop = fits_loop(stage)
+        self.fusable = self.kind == "producer" and self.fits_loop
         self.concurrent = hasattr(stage, "handle_event")
         # Producer side.
         self.consumers: dict[Subscription, None] = {}

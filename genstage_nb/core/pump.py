@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.lowlevel import checkpoint
 
-from .counters import as_events
+from .counters import ON_THE_LOOP, as_events
 from .dispatchers import DemandDispatcher
 from .mailbox import FAIRNESS
 from .timing import CLOCK_READ, SLICE, clock, rest_mode
@@ -77,8 +77,7 @@ def chain(producer: Process) -> list[_Level] | None:
             or not to.inline
             or to.jobs  # work in flight: on an executor, or calls on the loop
             or to.concurrent  # a ConcurrentConsumer: an event at a time, in its workers
-            or to.retry is not None  # a failing call is made again, later
-            or to.rate is not None  # events leave it paced
+            or not to.fits_loop  # an option the loop does not handle (options.py)
             or to._rest is not None
             or sub._demand.manual
             or sub._demand.realign is not None  # (the loop knows GenStage's rule only)
@@ -196,18 +195,15 @@ def loop_source(k: int) -> str:
         "    producer._untimed += count0  # rounds the next timed round stands for",
         "    c = producer.counters",
     ]
-    for j in r:
-        src += [
-            f"    c.made += sent{j}",
-            f"    c.accepted += sent{j}",
-            f"    c.events_out += sent{j}",
-            f"    c.demand_in += asked{j} - posted{j}",
-            f"    c = c{j}",
-            f"    c.events_in += sent{j}",
-            f"    c.handled += sent{j} - unhandled{j}",
-            f"    c.batches += count{j}",
-            f"    c.demand_out += asked{j}",
-        ]
+    for j in r:  # (the counters' rules: counters.ON_THE_LOOP)
+        for side in ("out", "in"):
+            if side == "in":
+                src.append(f"    c = c{j}")
+            src += [
+                f"    c.{name} += {sum_.format(j=j)}"
+                for name, (at, sum_) in ON_THE_LOOP.items()
+                if at == side
+            ]
     return "\n".join(src) + "\n"
 
 

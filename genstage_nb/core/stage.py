@@ -12,26 +12,13 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .dispatchers import DemandDispatcher, PartitionDispatcher
-from .policies import check_rate_limit, check_retry
-from .remote import check_executor
+from . import options as _opts
+from .options import configure
 
 if TYPE_CHECKING:
     from .process import Process
 
 log = logging.getLogger("genstage_nb")
-
-RESTART_MODES = ("permanent", "transient", "temporary")
-DEMAND_MODES = ("forward", "accumulate")
-PRODUCER_BUFFER_SIZE = 10_000
-
-_COMMON = {"name", "restart", "max_restarts", "max_seconds", "retry"}
-_PRODUCING = _COMMON | {"buffer_size", "buffer_keep", "dispatcher", "rate_limit"}
-_REMOTE = {"executor", "concurrency"}  # where handle_events runs (see core/remote.py)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Stage:
@@ -39,7 +26,8 @@ class Stage:
     ``Consumer`` or ``ConcurrentConsumer`` instead.
 
     Options (keywords; a subclass's ``__init__`` passes them on with
-    ``super().__init__(**options)``):
+    ``super().__init__(**options)``), declared once in the option table
+    (``core/options.py``; docs/concepts.md lists them):
 
     - ``name``: the stage's name in its pipeline (default: from ``Pipeline.add`` or the
       class name).
@@ -75,7 +63,8 @@ class Stage:
     """
 
     kind = "stage"
-    _options: frozenset = frozenset(_COMMON)
+    #: Which options it takes (the option table's kind, options.py).
+    _option_kind = "stage"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Stage:
         self = super().__new__(cls)
@@ -92,95 +81,7 @@ class Stage:
     # -- options -------------------------------------------------------------------
 
     def _configure(self, options: dict) -> None:
-        label = options.get("name") or type(self).__name__
-        unknown = set(options) - self._options
-        if unknown:
-            allowed = ", ".join(sorted(self._options))
-            raise TypeError(
-                f"stage {label!r}: unknown option {sorted(unknown)[0]!r} for a {self.kind} "
-                f"(options: {allowed})"
-            )
-        name = options.get("name")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise TypeError(f"stage {label!r}: name must be a non-empty str, got {name!r}")
-        restart = options.get("restart", "temporary")
-        if restart not in RESTART_MODES:
-            raise ValueError(
-                f"stage {label!r}: restart must be one of {RESTART_MODES}, got {restart!r}"
-            )
-        max_restarts = options.get("max_restarts", 3)
-        if not _is_int(max_restarts) or max_restarts < 0:
-            raise ValueError(
-                f"stage {label!r}: max_restarts must be an int >= 0, got {max_restarts!r}"
-            )
-        max_seconds = options.get("max_seconds", 5.0)
-        if (
-            not isinstance(max_seconds, (int, float))
-            or isinstance(max_seconds, bool)
-            or not (max_seconds > 0)
-        ):
-            raise ValueError(
-                f"stage {label!r}: max_seconds must be a number > 0, got {max_seconds!r}"
-            )
-        self._name = name
-        self.restart = restart
-        self.max_restarts = max_restarts
-        self.max_seconds = float(max_seconds)
-        self.retry = check_retry(label, options.get("retry"))
-        self.rate_limit = options.get("rate_limit")
-        check_rate_limit(label, self.rate_limit)
-        if "dispatcher" in self._options:
-            default_size = PRODUCER_BUFFER_SIZE if self.kind == "producer" else None
-            size = options.get("buffer_size", default_size)
-            if size is not None and (not _is_int(size) or size < 0):
-                raise ValueError(
-                    f"stage {label!r}: buffer_size must be an int >= 0 or None (unbounded), "
-                    f"got {size!r}"
-                )
-            keep = options.get("buffer_keep", "last")
-            if keep not in ("first", "last"):
-                raise ValueError(
-                    f"stage {label!r}: buffer_keep must be 'first' or 'last', got {keep!r}"
-                )
-            self.buffer_size = size
-            self.buffer_keep = keep
-            self.dispatcher = self._check_dispatcher(label, options.get("dispatcher"))
-        if "executor" in self._options:
-            executor = options.get("executor")
-            concurrency = options.get("concurrency", 1)
-            check_executor(label, executor, concurrency)
-            self.executor = executor
-            self.concurrency = concurrency
-        if "demand" in self._options:
-            demand = options.get("demand", "forward")
-            if demand not in DEMAND_MODES:
-                raise ValueError(
-                    f"stage {label!r}: demand must be 'forward' or 'accumulate', got {demand!r}"
-                )
-            self._demand_mode = demand
-
-    @staticmethod
-    def _check_dispatcher(label: str, dispatcher: Any) -> Any:
-        if dispatcher is None:
-            return DemandDispatcher
-        if dispatcher is PartitionDispatcher:
-            raise ValueError(
-                f"stage {label!r}: dispatcher PartitionDispatcher needs its partitions: pass "
-                f"PartitionDispatcher(partitions=N)"
-            )
-        if isinstance(dispatcher, type):
-            needed = ("subscribe", "cancel", "ask", "dispatch", "buffered", "demand_of")
-            if all(hasattr(dispatcher, m) for m in needed):
-                return dispatcher
-        elif all(
-            hasattr(dispatcher, m)
-            for m in ("subscribe", "cancel", "ask", "dispatch", "buffered", "demand_of")
-        ):
-            return dispatcher
-        raise TypeError(
-            f"stage {label!r}: dispatcher must be DemandDispatcher, BroadcastDispatcher, "
-            f"PartitionDispatcher(partitions=...) or another Dispatcher, got {dispatcher!r}"
-        )
+        configure(self, self._option_kind, options)  # the option table (options.py)
 
     def __getstate__(self) -> dict:
         # What a process pool or a Dask worker gets with a bound hook: the stage's own
@@ -329,8 +230,6 @@ def check_hooks(stage: Stage) -> None:
 class _Producing(Stage):
     """What producers and producer-consumers share: emit, finish, buffered."""
 
-    _options = frozenset(_PRODUCING)
-
     def emit(self, events: Any) -> None:
         """Send ``events`` downstream as far as demand allows; buffer the rest.
 
@@ -387,7 +286,7 @@ class Producer(_Producing):
     """
 
     kind = "producer"
-    _options = frozenset(_PRODUCING | {"demand"})
+    _option_kind = _opts.PRODUCER
 
     def handle_demand(self, demand: int) -> Any:
         """Return up to ``demand`` events (an iterable), or ``None``."""
@@ -418,7 +317,7 @@ class Producer(_Producing):
 
     @demand_mode.setter
     def demand_mode(self, mode: str) -> None:
-        if mode not in DEMAND_MODES:
+        if mode not in _opts.DEMAND_MODES:
             raise ValueError(
                 f"stage {self._name!r}: demand_mode must be 'forward' or 'accumulate', got {mode!r}"
             )
@@ -451,7 +350,7 @@ class ProducerConsumer(_Producing):
     """
 
     kind = "producer_consumer"
-    _options = frozenset(_PRODUCING | _REMOTE)
+    _option_kind = _opts.PRODUCER_CONSUMER
 
     def handle_events(self, events: list) -> Any:
         """Return the events to send downstream (an iterable, or ``None``)."""
@@ -475,7 +374,7 @@ class Consumer(Stage):
     """
 
     kind = "consumer"
-    _options = frozenset(_COMMON | _REMOTE)
+    _option_kind = _opts.CONSUMER
 
     def handle_events(self, events: list) -> Any:
         """Handle a batch of events."""
@@ -501,6 +400,7 @@ class ConcurrentConsumer(Stage):
     """
 
     kind = "consumer"
+    _option_kind = _opts.CONCURRENT_CONSUMER
 
     async def handle_event(self, event: Any) -> Any:
         """Handle one event (runs concurrently with the others)."""

@@ -14,6 +14,7 @@ import inspect
 import types
 from typing import Any
 
+from ..core.options import options_of
 from ..core.stage import HOOKS, ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 
 KINDS = ("producer", "producer_consumer", "consumer")
@@ -181,20 +182,45 @@ def check_hooks(name: str, kind: str, hooks: dict[str, Any]) -> None:
         raise CellError(f"stage {name!r}: a {kind} cell must define {text}")
 
 
-def new_stage(name: str, kind: str, hooks: dict[str, Any], cls: type | None) -> Stage:
+def new_stage(
+    name: str, kind: str, hooks: dict[str, Any], cls: type | None, options: dict | None = None
+) -> Stage:
+    """A new stage for the cell, with the stage options its flags give."""
+    options = options or {}
     if cls is not None:
         try:
-            return cls()
-        except TypeError as exc:
+            return cls(**options)
+        except (TypeError, ValueError) as exc:
+            if str(exc).startswith("stage "):
+                raise CellError(str(exc).replace(repr(cls.__name__), repr(name), 1)) from None
             raise CellError(
-                f"stage {name!r}: {cls.__name__}() must be callable without arguments ({exc})"
+                f"stage {name!r}: {cls.__name__}(**options) must take the stage options "
+                f"(pass them on to super().__init__): {exc}"
             ) from None
     if kind == "consumer" and "handle_event" in hooks and "handle_events" not in hooks:
-        stage: Any = CellConcurrentConsumer()
+        make: Any = CellConcurrentConsumer
     else:
-        stage = CELL_CLASSES[kind]()
+        make = CELL_CLASSES[kind]
+    try:
+        stage = make(name=name, **options)
+    except (TypeError, ValueError) as exc:
+        raise CellError(str(exc)) from None
+    stage._name = None  # (Pipeline.add names it)
     stage.set_hooks(hooks)
     return stage
+
+
+def options_of_stage(stage: Stage) -> dict[str, Any]:
+    """The options ``stage`` was given away from their defaults, to build it again."""
+    kind = getattr(stage, "_option_kind", stage.kind)
+    kept = {}
+    for option in options_of(kind):
+        if option.flag is None:
+            continue
+        value = getattr(stage, option.slot, option.default_for(kind))
+        if value != option.default_for(kind):
+            kept[option.name] = value
+    return kept
 
 
 def swap_code(stage: Stage, hooks: dict[str, Any], cls: type | None) -> None:

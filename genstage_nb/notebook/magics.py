@@ -10,6 +10,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from ..core.options import BY_NAME, OPTIONS, flags_of_cell
 from ..core.subscription import CANCEL_MODES
 from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
 from ..watchdog import current_warnings
@@ -31,6 +32,10 @@ PIPELINE_COMMANDS = (
 )
 
 
+#: Where stages keep their options (a rebuilt stage takes its own, not the old one's).
+OPTION_SLOTS = frozenset(option.slot for option in OPTIONS)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump, no exit
         raise UsageError(f"{self.prog}: {message}")
@@ -45,7 +50,31 @@ def _stage_parser() -> _Parser:
     p.add_argument("--min-demand", dest="min_demand")
     p.add_argument("--cancel")
     p.add_argument("--pipeline")
+    for option in flags_of_cell():  # the stage's options (the option table, options.py)
+        p.add_argument(option.flag_name, dest=f"option_{option.name}")
     return p
+
+
+def _stage_options(name: str, args: argparse.Namespace, namespace: dict) -> dict[str, Any]:
+    """The stage options the cell's flags give, parsed (by the option table)."""
+    given = {}
+    for option in flags_of_cell():
+        text = getattr(args, f"option_{option.name}")
+        if text is not None:
+            try:
+                given[option.name] = option.parse(text, namespace)
+            except ValueError as exc:
+                raise UsageError(f"stage {name!r}: {exc}") from None
+    return given
+
+
+def _options_differ(stage: Any, given: dict[str, Any]) -> list[str]:
+    """The flags whose value is not the stage's now."""
+    return [
+        BY_NAME[key].flag_name
+        for key, value in given.items()
+        if getattr(stage, BY_NAME[key].slot, None) != value
+    ]
 
 
 def _pipeline_parser() -> _Parser:
@@ -91,11 +120,13 @@ class StageMagics(Magics):
     @cell_magic
     def stage(self, line: str, cell: str) -> None:
         """%%stage NAME [--kind K] [--subscribe-to A,B] [--max-demand N]
-        [--min-demand N] [--cancel MODE] [--pipeline VAR]
+        [--min-demand N] [--cancel MODE] [--pipeline VAR] [--OPTION VALUE ...]
 
         Build the stage NAME from the hooks (or the one stage class) this cell defines and
         add it to the pipeline; re-running the cell swaps its code in place, even while
-        the pipeline runs.
+        the pipeline runs. Every stage option is a flag (``--concurrency 4``,
+        ``--restart permanent``; an object is a Python expression in the notebook:
+        ``--executor pool``); a changed option builds the stage again (stopped pipeline).
         """
         args = _stage_parser().parse_args(shlex.split(line))
         name = args.name
@@ -110,6 +141,7 @@ class StageMagics(Magics):
                 f"stage {name!r}: unknown --cancel {args.cancel!r} (use permanent, transient "
                 f"or temporary)"
             )
+        options = _stage_options(name, args, self.shell.user_ns)
         max_demand = _number(name, "max-demand", args.max_demand, 1)
         min_demand = _number(name, "min-demand", args.min_demand, 0)
         producers = [s.strip() for s in (args.subscribe_to or "").split(",") if s.strip()]
@@ -138,10 +170,16 @@ class StageMagics(Magics):
                 cells.check_hooks(name, kind, hooks)
             for producer in producers:
                 self._ensure_producer(p, producer)
+            changed = _options_differ(current, options) if current is not None else []
             if current is None:
-                stage = cells.new_stage(name, kind, hooks, cls)
+                stage = cells.new_stage(name, kind, hooks, cls, options)
                 p.add(stage, name=name)
                 action = "added"
+            elif changed:
+                kept = cells.options_of_stage(current)
+                new = cells.new_stage(name, kind, hooks, cls, {**kept, **options})
+                stage = self._replace(p, current, new, f"its {', '.join(changed)} would change")
+                action = f"rebuilt with {', '.join(changed)}"
             elif current.kind == kind:
                 if cls is None and not isinstance(current, _CellHooks):
                     current.__class__ = CELL_CLASSES[kind]
@@ -156,7 +194,9 @@ class StageMagics(Magics):
                     batch = f" with its batch of {n} event{'s' * (n != 1)}" if n else ""
                     action += f"; resumed: {failure.hook} runs again{batch}"
             else:
-                stage = self._replace(p, current, cells.new_stage(name, kind, hooks, cls))
+                kept = cells.options_of_stage(current)
+                new = cells.new_stage(name, kind, hooks, cls, {**kept, **options})
+                stage = self._replace(p, current, new)
                 action = f"now a {kind}"
             self._subscribe(p, stage, producers, max_demand, min_demand, args.cancel)
         except cells.CellCodeError as exc:
@@ -194,12 +234,18 @@ class StageMagics(Magics):
                 f"with --kind producer_consumer"
             )
         hooks = {h: getattr(stage, h) for h in stage._cell_hooks}
-        self._replace(p, stage, cells.new_stage(name, "producer_consumer", hooks, None))
+        kept = cells.options_of_stage(stage)
+        self._replace(p, stage, cells.new_stage(name, "producer_consumer", hooks, None, kept))
 
-    def _replace(self, p: Pipeline, old: Any, new: Any) -> Any:
+    def _replace(self, p: Pipeline, old: Any, new: Any, why: str | None = None) -> Any:
         """Put ``new`` in the place of ``old`` (same name and links); only when idle."""
         name = old.name
         if p.running:
+            if why is not None:
+                raise CellError(
+                    f"stage {name!r}: {why}, which takes a new stage; stop the pipeline "
+                    f"first (%pipeline stop)"
+                )
             raise CellError(
                 f"stage {name!r} would change from {old.kind} to {new.kind}; stop the "
                 f"pipeline first (%pipeline stop), or give the cell --kind {old.kind}"
@@ -211,7 +257,7 @@ class StageMagics(Magics):
             {
                 k: v
                 for k, v in old.__dict__.items()
-                if not k.startswith("_") and k not in cells.HOOKS
+                if not k.startswith("_") and k not in cells.HOOKS and k not in OPTION_SLOTS
             }
         )
         p.add(new, name=name)
