@@ -17,6 +17,8 @@ import anyio
 if TYPE_CHECKING:
     import pandas as pd
 
+from .core.messages import events_waiting
+
 #: Samples kept per run: one hour at the default interval of 0.25 s. Older samples are
 #: dropped first, so a long run keeps bounded memory (about 100 bytes per stage and
 #: sample).
@@ -59,29 +61,8 @@ _BALANCE = ("made", "accepted", "handled", "unhandled_in", "unhandled_out")
 
 
 def _queued(proc: Any) -> int:
-    """Events a stage has received and not handled yet (mailbox, input queue, hooks at
-    work)."""
-    from .core.process import Process
-
-    n = 0
-    for handler, _a, b in proc.mailbox:
-        func = getattr(handler, "__func__", None)
-        if func is Process._on_events:
-            n += len(b)
-        elif func is Process._on_batches:
-            n += sum(len(batch) for batch, _ in b)
-    for kind, _, payload in proc.pc_queue:
-        if kind == 0:
-            n += len(payload)
-        elif kind == 1:
-            n += sum(len(batch) for batch, _ in payload)
-    if proc._rest is not None:  # an async handle_events at work on a list
-        batches, i = proc._rest
-        n += sum(len(batch) for batch, _ in batches[i:])
-    n += sum(state[1] for state in proc._in_flight.values())
-    if proc.jobs:  # batches (or events) waiting to be sent, or in flight
-        n += sum(len(job.batch) for job in (*proc._sent, *proc._waiting))
-    return n
+    """Events a stage has received and not handled yet (``core.messages``)."""
+    return events_waiting(proc)
 
 
 def _shares(times: tuple, before: tuple, span: float) -> tuple[float, float, float]:

@@ -115,3 +115,36 @@ def test_an_event_failing_as_a_stop_cancels_a_concurrent_consumer_is_recorded(an
     )
     for _ in range(5):
         anyio.run(run_spec, spec, backend=anyio_backend)
+
+
+def test_a_consumer_leaving_whose_cancel_hook_fails_leaves_the_dispatcher_on_resume(
+    anyio_backend,
+):
+    """Found by the generated pipelines (3,000 examples): a stream left a broadcast
+    producer-consumer whose ``handle_cancel`` failed; paused and resumed, the hook ran
+    again but the consumer's demand stayed in the dispatcher (the rest of the cancel was
+    not kept for the resume), so the broadcast waited for ever on a consumer that had
+    left: a stall notice, every run, on both backends."""
+    from generated import Fault, Link, Node, Spec
+
+    spec = Spec(
+        nodes=[
+            Node("s0", "source", "exact", n=2, accumulate=True),
+            Node(
+                "p0",
+                "pc",
+                "plain",
+                dispatcher="broadcast",
+                buffer_size=None,
+                buffer_keep="first",
+                fault=Fault("handle_cancel", 1, 1),
+            ),
+            Node("c0", "sink", "plain"),
+        ],
+        links=[Link("s0", "p0", 1, 0), Link("p0", "c0", 1, 0)],
+        on_failure="pause",
+        on_pause="resume",
+        stream=("p0", 0, 1, 1),
+    )
+    for _ in range(3):
+        anyio.run(run_spec, spec, backend=anyio_backend)

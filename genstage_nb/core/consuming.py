@@ -15,6 +15,7 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 from .counters import as_events
+from .messages import BATCHES, CANCEL, EVENTS
 from .timing import BACKPRESSURED, IDLE, clock
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("genstage_nb")
 
-# Kinds of entries in a producer-consumer's input queue.
-EVENTS, BATCHES, CANCEL = 0, 1, 2
 _NORMAL_REASONS = ("normal", "shutdown")
 
 

@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .concurrent import ConcurrentEvents
-from .consuming import BATCHES, EVENTS, Consuming
+from . import messages
 from .counters import as_events
 from .errors import Failure
-from .producing import Producing
 from .stage import Stage
 
 if TYPE_CHECKING:
@@ -96,24 +94,15 @@ class Lifecycle:
                 received.extend(job.batch)
             self._sent.clear()
             self._waiting.clear()
-        for handler, _a, b in self.mailbox:
-            func = getattr(handler, "__func__", None)
-            if func is Consuming._on_events:
-                received.extend(b)
-            elif func is Consuming._on_batches:
-                received.extend(e for batch, _ in b for e in batch)
-        kept = [
-            m
-            for m in self.mailbox
-            if getattr(m[0], "__func__", None) not in (Consuming._on_events, Consuming._on_batches)
-        ]
+        kept = []
+        for message in self.mailbox:
+            if messages.kind_of(message) in (messages.EVENTS_IN, messages.BATCHES_IN):
+                received.extend(messages.events_in(message))
+            else:
+                kept.append(message)
         self.mailbox.clear()
         self.mailbox.extend(kept)
-        for kind, _, payload in self.pc_queue:
-            if kind == EVENTS:
-                received.extend(payload)
-            elif kind == BATCHES:
-                received.extend(e for batch, _ in payload for e in batch)
+        received.extend(messages.queued_events(self.pc_queue))
         self.pc_queue.clear()
         made: list = []
         if self.producing:
@@ -157,25 +146,26 @@ class Lifecycle:
 
     def _dead_letter(self, handler: Any, a: Any, b: Any) -> None:
         """A message for a stage that has stopped."""
-        func = getattr(handler, "__func__", None)
-        if func is Producing._on_subscribe:
+        kind = messages.kind_of((handler, a, b))
+        if kind == messages.SUBSCRIBE:
             # A consumer subscribed to a stage that has already ended.
             sub = a
             sub._to.post(sub._to._on_cancel, sub, self.stop_reason)
-        elif func is Consuming._on_events:
+        elif kind in (messages.EVENTS_IN, messages.BATCHES_IN):
             # Sent before the producer learnt that this stage stopped.
-            self.counters.unhandled_in += len(b)
+            events = messages.events_in((handler, a, b))
+            self.counters.unhandled_in += len(events)
             if self._final_failure is not None:
-                self._final_failure.unhandled.extend(b)
+                self._final_failure.unhandled.extend(events)
             else:
                 log.warning(
                     "stage %r has stopped; %d events sent to it were not handled",
                     self.name,
-                    len(b),
+                    len(events),
                 )
-        elif func is ConcurrentEvents._on_event_failed:
+        elif kind == messages.EVENT_FAILED:
             self._event_failed_late(a, *b)  # failed as the stage ended
-        elif func is Lifecycle._on_call:
+        elif kind == messages.CALL:
             b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
             b.event.set()
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.lowlevel import checkpoint
 
+from . import messages
 from .buffer import Buffer
 from .concurrent import ConcurrentEvents
 from .consuming import Consuming
@@ -47,6 +48,18 @@ from .timing import StageTime
 
 if TYPE_CHECKING:
     from .subscription import Subscription
+
+
+messages.bind(
+    {
+        Producing._on_ask: messages.ASK,
+        Consuming._on_events: messages.EVENTS_IN,
+        Consuming._on_batches: messages.BATCHES_IN,
+        Producing._on_subscribe: messages.SUBSCRIBE,
+        ConcurrentEvents._on_event_failed: messages.EVENT_FAILED,
+        Lifecycle._on_call: messages.CALL,
+    }
+)
 
 
 def fits_loop(stage: Any) -> bool:
@@ -277,8 +290,8 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
         if self.concurrent:
             kept = deque()
             for message in self.mailbox:
-                handler, a, b = message
-                if getattr(handler, "__func__", None) is ConcurrentEvents._on_event_failed:
+                if messages.kind_of(message) == messages.EVENT_FAILED:
+                    _, a, b = message
                     self._event_failed_late(a, *b)
                 else:
                     kept.append(message)

@@ -313,21 +313,43 @@ class Producing:
                 self._terminate("shutdown")
             return
         del self.consumers[sub]
-        await self._hook(self.stage.handle_cancel, sub, reason)
+        await self._consumer_left(sub, reason)
+
+    async def _consumer_left(self, sub: Subscription, reason: Any) -> None:
+        """``handle_cancel``, then the consumer's demand leaves the dispatcher. A failing
+        hook keeps the rest for the resume, the skip or the restart (else a broadcast
+        waited for ever on the demand of a consumer that had left)."""
+        self.current_hook = "handle_cancel"
+        try:
+            await self._hook(self.stage.handle_cancel, sub, reason)
+        except Exception:
+            self._keep_redo(
+                lambda: self._consumer_left(sub, reason),
+                lambda: self._consumer_gone(sub, reason),
+                restart=lambda: self._consumer_gone(sub, reason),
+            )
+            raise
+        self.current_hook = ""
+        pending = self._consumer_gone(sub, reason)
+        if pending is not None:
+            await pending
+
+    def _consumer_gone(self, sub: Subscription, reason: Any) -> Any:
+        """What a consumer's leaving does once its ``handle_cancel`` has run: None, or an
+        awaitable for the stage's task."""
         if self.supervisor.stopping and not self.consumers or self._alone_for_good(reason):
             # Nobody is left to take what it holds or makes: stopping (it ends now instead
             # of at the stop's timeout), or its last consumer failed for good in a run()
             # that nothing can link to later (on_failure="continue"). What it holds is
             # counted as unhandled.
             self._terminate("shutdown")
-            return
+            return None
         demand = self.dispatcher.cancel(sub)
         if demand or (len(self.buffer) and self._ready()):
             # New demand, or none but buffered events that may go now (a broadcast's
             # slowest consumer left: the others' demand frees what waited for it).
-            more = self._on_demand(demand)
-            if more is not None:
-                await more
+            return self._on_demand(demand)
+        return None
 
     def _alone_for_good(self, reason: Any) -> bool:
         """Every consumer linked to this stage has stopped (failed, or stopped in turn
