@@ -165,3 +165,19 @@ def test_the_concepts_page_lists_the_options_of_the_option_table():
     assert block in text, (
         "the option table changed: GENSTAGE_NB_WRITE_DOCS=1 pytest tests/test_architecture.py"
     )
+
+
+def test_core_reaches_its_pipeline_through_the_supervisor_protocol_only():
+    import genstage_nb as gs
+    from genstage_nb.core.supervisor import Supervisor
+
+    assert isinstance(gs.Pipeline(), Supervisor)
+    members = {
+        name
+        for name in dir(Supervisor)
+        if not name.startswith("__") and not name.startswith("_abc") and name != "_is_protocol"
+    } | set(Supervisor.__annotations__)
+    used = set()
+    for path in (PACKAGE / "core").glob("*.py"):
+        used |= set(re.findall(r"supervisor\.(\w+)", path.read_text()))
+    assert used <= members, f"core calls the pipeline outside the protocol: {used - members}"

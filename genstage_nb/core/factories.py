@@ -231,7 +231,7 @@ class Batcher(ProducerConsumer):
 
     def _flush_after(self, generation: int) -> None:
         process = self._process
-        task_group = getattr(process.supervisor, "_tg", None) if process is not None else None
+        task_group = process.supervisor._tg if process is not None else None
         if task_group is None:
             return
 

@@ -21,6 +21,7 @@ from .timing import SLICE, clock
 
 if TYPE_CHECKING:
     from .subscription import Subscription
+    from .supervisor import Supervisor
 
 #: Messages served in a row before the task lets others run.
 FAIRNESS = 256
@@ -54,7 +55,7 @@ class Mailbox:
     _inline_error: BaseException | None
     stopped: bool
     finishing: bool
-    supervisor: Any
+    supervisor: Supervisor
     name: str
 
     def post(self, handler: Any, a: Any = None, b: Any = None) -> None:

@@ -48,6 +48,7 @@ from .timing import StageTime
 
 if TYPE_CHECKING:
     from .subscription import Subscription
+    from .supervisor import Supervisor
 
 
 messages.bind(
@@ -69,7 +70,7 @@ def fits_loop(stage: Any) -> bool:
 class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
     """Serves one stage's mailbox for one run of its pipeline."""
 
-    def __init__(self, stage: Any, supervisor: Any) -> None:
+    def __init__(self, stage: Any, supervisor: Supervisor) -> None:
         self.stage = stage
         self.name = stage.name
         self.kind = stage.kind

@@ -289,7 +289,7 @@ class Producing:
         if self._release_at is not None and self._release_at <= at:
             return  # a release is due sooner already
         self._release_at = at
-        task_group = getattr(self.supervisor, "_tg", None)
+        task_group = self.supervisor._tg
         if task_group is not None:
             task_group.start_soon(self._release_after, delay, at)
 
