@@ -18,12 +18,7 @@ again as it drains, so no stage takes more work than it can handle.
 """
 
 from .core.buffer import Buffer
-from .core.dispatchers import (
-    BroadcastDispatcher,
-    DemandDispatcher,
-    Dispatcher,
-    PartitionDispatcher,
-)
+from .core.dispatchers import BroadcastDispatcher, DemandDispatcher, Dispatcher
 from .core.errors import Failure, PipelineError
 from .core.factories import (  # noqa: A004
     batcher,
@@ -33,6 +28,7 @@ from .core.factories import (  # noqa: A004
     producer,
     producer_consumer,
 )
+from .core.partition import PartitionDispatcher
 from .core.policies import Retry
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription

@@ -76,9 +76,8 @@ def _shares(times: tuple, before: tuple, span: float) -> tuple[float, float, flo
 
 
 def _copies(dispatcher: Any) -> bool:
-    from .core.dispatchers import BroadcastDispatcher
-
-    return isinstance(dispatcher, BroadcastDispatcher)
+    """Each event goes to every consumer (the Dispatcher protocol's ``copies``)."""
+    return bool(getattr(dispatcher, "copies", False))
 
 
 def check_balance(pipeline: Any) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 
-from .core.dispatchers import BroadcastDispatcher, PartitionDispatcher
 from .core.timing import BUSY
 
 log = logging.getLogger("genstage_nb")
@@ -197,22 +196,10 @@ def _reason(pipeline: Any, producer: Any, subs: list) -> str:
             f"stage.demand_mode = 'forward' to release it"
         )
     dispatcher = getattr(proc, "dispatcher", None)
-    if isinstance(dispatcher, PartitionDispatcher):
-        for partition, part in dispatcher._parts.items():
-            if part.sub is None and part.queue:
-                return (
-                    f"partition {partition!r} has {len(part.queue)} events queued and no "
-                    f"consumer; the demand of the waiting partitions went to events for it "
-                    f"(link a consumer with partition={partition!r})"
-                )
-    if isinstance(dispatcher, BroadcastDispatcher):
-        for sub in proc.consumers:
-            if sub._demand.manual and dispatcher.demand_of(sub) == 0:
-                return (
-                    f"a BroadcastDispatcher waits for its slowest consumer, and "
-                    f"{sub.consumer.name!r} has manual demand and asks for no more "
-                    f"(call subscription.ask(n) in it)"
-                )
+    explain = getattr(dispatcher, "stall_reason", None)  # (the Dispatcher protocol)
+    reason = explain(proc.consumers) if explain is not None else None
+    if reason is not None:
+        return reason
     if proc.pc:
         return f"it waits for events of its own producers ({asked} asked of it downstream)"
     if proc.finishing:

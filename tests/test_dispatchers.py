@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import genstage_nb as gs
 from genstage_nb import BroadcastDispatcher, DemandDispatcher, PartitionDispatcher
 
 
@@ -644,3 +645,73 @@ def test_property_a_producer_never_leaves_demand_unserved(kind, ops):
     if live:
         waiting = [d.demand_of(s) for s in live]
         assert min(waiting) == 0, f"every consumer waits for ever: {waiting}"
+
+
+def test_each_dispatcher_checks_its_own_subscription_options():
+    select = lambda e: True  # noqa: E731
+    DemandDispatcher().check_subscription(None, None, [])
+    with pytest.raises(ValueError, match="partition= needs a producer with a PartitionD"):
+        DemandDispatcher().check_subscription(0, None, [])
+    with pytest.raises(ValueError, match="selector= needs a producer with a BroadcastD"):
+        DemandDispatcher().check_subscription(None, select, [])
+    BroadcastDispatcher().check_subscription(None, select, [])
+    with pytest.raises(ValueError, match="partition= needs"):
+        BroadcastDispatcher().check_subscription(1, None, [])
+    parts = PartitionDispatcher(partitions=2)
+    parts.check_subscription(1, None, [0])
+    with pytest.raises(ValueError, match="partition 0 is already taken"):
+        parts.check_subscription(0, None, [0])
+    with pytest.raises(ValueError, match="must pass partition="):
+        parts.check_subscription(None, None, [])
+    with pytest.raises(ValueError, match="selector= needs"):
+        parts.check_subscription(1, select, [])
+    assert BroadcastDispatcher.copies and not DemandDispatcher.copies
+    assert not PartitionDispatcher(partitions=1).copies
+
+
+class _Plain:
+    """A user's dispatcher with the core of the protocol only: one consumer."""
+
+    discarded = 0
+
+    def __init__(self):
+        self.sub, self.demand = None, 0
+
+    def subscribe(self, sub):
+        self.sub = sub
+
+    def cancel(self, sub):
+        self.sub = None
+        return 0
+
+    def ask(self, sub, n):
+        self.demand += n
+        return n, []
+
+    def dispatch(self, events):
+        n = min(len(events), self.demand)
+        self.demand -= n
+        return ([(self.sub, events[:n])] if n else []), events[n:], 0
+
+    def buffered(self):
+        return 0
+
+    def ready(self):
+        return self.demand
+
+    def demand_of(self, sub):
+        return self.demand
+
+
+def test_a_users_dispatcher_without_the_checks_takes_no_partition_nor_selector():
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(20), dispatcher=_Plain), name="src")
+    with pytest.raises(ValueError, match="link src -> a: _Plain takes neither partition="):
+        p.link(src, p.add(gs.consumer(print), name="a"), selector=lambda e: True)
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(20), dispatcher=_Plain), name="src")
+    seen = []
+    p.link(src, p.add(gs.consumer(seen.extend), name="b"), max_demand=3)
+    p.run_sync()
+    assert seen == list(range(20))
+    gs.check_balance(p)

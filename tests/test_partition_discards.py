@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import genstage_nb as gs
-from genstage_nb.core.dispatchers import PartitionDispatcher
+from genstage_nb.core.partition import PartitionDispatcher
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .dispatchers import DemandDispatcher, PartitionDispatcher
+from .dispatchers import DemandDispatcher
+from .partition import PartitionDispatcher
 from .policies import check_rate_limit, check_retry
 from .remote import check_executor
 

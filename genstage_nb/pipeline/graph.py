@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from ..core.dispatchers import BroadcastDispatcher, PartitionDispatcher
 from ..core.process import Process
 from ..core.stage import Stage
 from ..core.subscription import Subscription
@@ -189,34 +188,33 @@ class GraphBuilding:
                 f"{where}: this link would close the cycle {cycle}; links must not form a "
                 f"cycle (each stage would wait for the other's demand: a deadlock)"
             )
-        dispatcher = producer.dispatcher
-        is_partition = isinstance(dispatcher, PartitionDispatcher)
-        if is_partition:
-            try:
-                dispatcher.check_partition(partition)
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from None
-            for sub in self._out_subs(producer):
-                if sub.partition == partition:
-                    raise ValueError(
-                        f"{where}: partition {partition!r} is already taken by "
-                        f"{sub.consumer.name!r}"
-                    )
-        elif partition is not None:
-            raise ValueError(
-                f"{where}: partition= needs a producer with a PartitionDispatcher; "
-                f"{producer.name!r} uses {getattr(dispatcher, '__name__', dispatcher)!r}"
-            )
-        if (
-            selector is not None
-            and dispatcher is not BroadcastDispatcher
-            and not isinstance(dispatcher, BroadcastDispatcher)
-        ):
-            raise ValueError(f"{where}: selector= needs a producer with a BroadcastDispatcher")
+        self._check_subscription(where, producer, partition, selector)
         sub = Subscription(producer, consumer, max_demand, min_demand, cancel, partition, selector)
         self._graph.add_edge(producer.name, consumer.name, subscription=sub)
         self._wire(sub)
         return sub
+
+    def _check_subscription(
+        self, where: str, producer: Stage, partition: Any, selector: Any
+    ) -> None:
+        """The producer's dispatcher checks the new subscription's options (the
+        Dispatcher protocol's ``check_subscription``; one without it takes neither)."""
+        dispatcher = producer.dispatcher
+        template = dispatcher() if isinstance(dispatcher, type) else dispatcher
+        taken = {sub.partition: sub for sub in self._out_subs(producer)}
+        check = getattr(template, "check_subscription", None)
+        try:
+            if check is not None:
+                check(partition, selector, [p for p in taken if p is not None])
+            elif partition is not None or selector is not None:
+                raise ValueError(
+                    f"{type(template).__name__} takes neither partition= nor selector="
+                )
+        except ValueError as exc:
+            message = str(exc).replace("the producer uses", f"{producer.name!r} uses")
+            if partition is not None and partition in taken and "already taken" in message:
+                message += f" by {taken[partition].consumer.name!r}"
+            raise ValueError(f"{where}: {message}") from None
 
     def _out_subs(self, producer: Stage) -> list[Subscription]:
         return [d["subscription"] for _, _, d in self._graph.out_edges(producer.name, data=True)]
