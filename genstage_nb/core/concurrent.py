@@ -10,6 +10,7 @@ what made this slower than a plain asyncio worker pool).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
 
 class ConcurrentEvents:
     """The concurrent-consumer role of ``Process``."""
+
+    def _init_concurrent(self, stage: Any) -> None:
+        """A ConcurrentConsumer's events in flight, per subscription, and its workers."""
+        self.concurrent = hasattr(stage, "handle_event")
+        self._in_flight: dict[Subscription, list[int]] = {}  # [done, running]
+        self._event_queue: deque = deque()  # (subscription, event) to handle
+        self._idle_event_workers: deque = deque()
 
     def _start_events(self, sub: Subscription, events: list) -> None:
         state = self._in_flight.setdefault(sub, [0, 0])

@@ -11,6 +11,7 @@ stage when its last permanent producer has ended.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,17 @@ _NORMAL_REASONS = ("normal", "shutdown")
 
 class Consuming:
     """The consumer role of ``Process`` (consumers and producer-consumers)."""
+
+    def _init_consuming(self) -> None:
+        """Subscriptions upstream, a producer-consumer's input queue and the demand from
+        downstream, and what a failure left in hand."""
+        self.producers: dict[Subscription, None] = {}
+        self.pc_queue: deque = deque()
+        self.pc_demand = 0
+        self._failed_ask: tuple[Subscription, int] | None = None
+        self._demand_in_hand = 0
+        self._demand_in_hand_was = 0  # (what the last handle_demand was asked: timing.py)
+        self._rest: tuple[list, int] | None = None  # batches left of a list in hand
 
     async def _subscribe_upstream(self, sub: Subscription) -> None:
         """Consumer side of a new subscription: announce it, then ask (automatic)."""

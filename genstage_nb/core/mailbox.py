@@ -43,7 +43,7 @@ class _Reply:
 class Mailbox:
     """The mailbox role of ``Process``: posting, serving inline, the serving loop.
 
-    State (set by ``Process.__init__``): ``mailbox``, ``_wakeup``, ``_parked``,
+    State (``_init_mailbox``): ``mailbox``, ``_wakeup``, ``_parked``,
     ``inline``, ``_resume`` (an async hook handed to the task), ``_inline_error``.
     """
 
@@ -57,6 +57,16 @@ class Mailbox:
     finishing: bool
     supervisor: Supervisor
     name: str
+
+    def _init_mailbox(self) -> None:
+        """The mailbox's state, empty."""
+        self.mailbox = deque()
+        self._wakeup = None
+        # The sync fast path (see post): set while the task waits for messages.
+        self._parked = False
+        self.inline = True  # (a ConcurrentConsumer too)
+        self._resume = None
+        self._inline_error = None
 
     def post(self, handler: Any, a: Any = None, b: Any = None) -> None:
         if self.stopped:

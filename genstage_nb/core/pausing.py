@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from collections import deque
 from inspect import isawaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .lifecycle import first_leaf
 from .timing import BUSY, IDLE, clock
+
+if TYPE_CHECKING:
+    from .errors import Failure
 
 #: What a paused stage is told to do.
 RESUME, SKIP, STOP = "resume", "skip", "stop"
@@ -36,6 +39,17 @@ RESUME, SKIP, STOP = "resume", "skip", "stop"
 
 class Pausing:
     """The pausing role of ``Process``."""
+
+    def _init_pausing(self) -> None:
+        """A failure for good may pause the stage: how it goes on, once decided."""
+        self._init_done = False
+        self._restarting: bool | None = None
+        self._redo: tuple | None = None  # how to call a failed hook again, or skip it
+        self._on_restart: Any = None  # what a restart does about the failed step
+        self._restart_steps: list = []  # run by _start after a restart's init
+        self.paused: Failure | None = None
+        self._go_on: anyio.Event | None = None
+        self._decision: str | None = None
 
     async def _live(self, restarts: deque[float]) -> None:
         """Start (``init`` and the subscriptions), then serve until the stage ends.

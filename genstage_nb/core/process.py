@@ -30,7 +30,6 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from . import messages
-from .buffer import Buffer
 from .concurrent import ConcurrentEvents
 from .consuming import Consuming
 from .counters import Counters, as_events
@@ -40,14 +39,12 @@ from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
 from .options import fusable
 from .pausing import Pausing
-from .policies import RateLimit
 from .producing import Producing
 from .remote import check_concurrency
 from .stage import check_hooks
 from .timing import StageTime
 
 if TYPE_CHECKING:
-    from .subscription import Subscription
     from .supervisor import Supervisor
 
 
@@ -75,71 +72,33 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
         self.name = stage.name
         self.kind = stage.kind
         self.supervisor = supervisor
-        self.mailbox: deque = deque()
-        self._wakeup: anyio.Event | None = None
+        self.pc = self.kind == "producer_consumer"
+        # The task and its end (lifecycle.py).
         self.status = "idle"
         self.running = False
         self.stopped = False
         self.stop_reason: Any = None
+        self.current: list = []  # the events of the hook at work
+        self.current_hook = ""
+        self.retry = getattr(stage, "retry", None)
+        self._attempts: list = []  # exceptions of a retried call that failed for good
+        self._final_failure: Failure | None = None
+        self._task_group: Any = None
         self.counters = Counters()
         self.time = StageTime()  # busy / back-pressured / idle (timing.py)
         # Fused loops before the next timed round, and rounds since the last (pump.py).
         self._until_timed = 0
         self._untimed = 0
-        self.current: list = []
-        self.current_hook = ""
-        self.producing = hasattr(stage, "emit")
-        self.pc = self.kind == "producer_consumer"
-        # Pacing and repeating (policies.py): a fresh window per run.
-        self.retry = getattr(stage, "retry", None)
-        rate = getattr(stage, "rate_limit", None)
-        self.rate = RateLimit(*rate) if rate is not None else None
-        self._held: deque = deque()  # (subscription, events) the rate limit holds back
-        self._held_count = 0
-        self._release_at: float | None = None
-        self._attempts: list = []  # exceptions of a retried call that failed for good
+        # Each role's own state (its _init_ method says what it holds).
+        self._init_mailbox()
+        self._init_producing(stage)
+        self._init_consuming()
+        self._init_concurrent(stage)
+        self._init_pausing()
         # The fused loop (pump.py) may run it: every option the loop does not handle at
         # its default (the option table, options.py); a producer drives its chain.
         self.fits_loop = fits_loop(stage)
         self.fusable = self.kind == "producer" and self.fits_loop
-        self.concurrent = hasattr(stage, "handle_event")
-        # Producer side.
-        self.consumers: dict[Subscription, None] = {}
-        if self.producing:
-            self.dispatcher = stage._new_dispatcher()
-            self.buffer = Buffer(stage.buffer_size, stage.buffer_keep)
-        self.buffer_warned = False  # (a buffer that grew past its limit is logged once)
-        self.accumulating = getattr(stage, "_demand_mode", "forward") == "accumulate"
-        self.accumulated: list[tuple[str, Any]] = []
-        self.finishing = False
-        # Consumer side.
-        self.producers: dict[Subscription, None] = {}
-        self.pc_queue: deque = deque()
-        self.pc_demand = 0
-        self._task_group: Any = None
-        self._in_flight: dict[Subscription, list[int]] = {}  # concurrent: [done, running]
-        self._event_queue: deque = deque()  # concurrent: (subscription, event) to handle
-        self._idle_event_workers: deque = deque()
-        self._failed_ask: tuple[Subscription, int] | None = None
-        self._demand_in_hand = 0
-        self._demand_in_hand_was = 0  # (what the last handle_demand was asked: timing.py)
-        self._undispatched: list = []
-        self._rest: tuple[list, int] | None = None  # batches left of a list in hand
-        self._final_failure: Failure | None = None
-        # A failure for good may pause the stage (pausing.py).
-        self._init_done = False
-        self._restarting: bool | None = None
-        self._redo: tuple | None = None  # how to call a failed hook again, or skip it
-        self._on_restart: Any = None  # what a restart does about the failed step
-        self._restart_steps: list = []  # run by _start after a restart's init
-        self.paused: Failure | None = None
-        self._go_on: anyio.Event | None = None
-        self._decision: str | None = None
-        # The sync fast path (see post): set while the task waits for messages.
-        self._parked = False
-        self.inline = True  # (see mailbox.py; a ConcurrentConsumer too)
-        self._resume: Any = None
-        self._inline_error: BaseException | None = None
         # Work in flight on an executor or on the event loop (see jobs.py).
         self.executor = getattr(stage, "executor", None)
         check_concurrency(stage)
@@ -149,7 +108,6 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
 
     async def main(self) -> None:
         """Run the stage until it ends: init, serve, restart on failure if allowed."""
-        stage = self.stage
         restarts: deque[float] = deque()
         self.running = True
         try:
@@ -163,89 +121,103 @@ class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, Concurren
                     self.status = "done"
                     return
                 except Exception as error:
-                    exc = first_leaf(error)
-                    restarted = self._restarting  # (_live decided, for what failed in it)
-                    if restarted is None:
-                        restarted = self._may_restart(restarts)
-                    self._restarting = None
-                    self._redo = None
-                    on_restart, self._on_restart = self._on_restart, None
-                    self._record_job_errors(restarted)
-                    if restarted:
-                        # Events made but refused by the dispatcher are lost either way.
-                        unhandled, self._undispatched = self._undispatched, []
-                        self.counters.unhandled_out += len(unhandled)
-                    else:
-                        unhandled = self._take_unhandled()
-                    self._record_failure(exc, restarted, unhandled)
-                    failed_ask, self._failed_ask = self._failed_ask, None
-                    lost_demand, self._demand_in_hand = self._demand_in_hand, 0
-                    if restarted and self.jobs:
-                        self._jobs_after_restart()
-                    if restarted:
-                        # The demand in hand when it failed is served after the restart.
-                        if failed_ask is not None:
-                            self._ask_upstream(*failed_ask)
-                        if lost_demand:
-                            self.mailbox.appendleft((self._on_self_demand, lost_demand, None))
-                        elif self.pc and self.pc_queue:
-                            # Input queued behind the failed batch: handled after the
-                            # restart as far as the demand from downstream goes.
-                            self.mailbox.appendleft((self._on_self_demand, 0, None))
-                        if on_restart is not None:
-                            self._restart_steps.append(on_restart)
-                        self.status = "restarting"
-                        self._init_done = False  # init runs again
-                        self.counters.restarts += 1
-                        await checkpoint()
-                        continue
-                    self.status = "failed"
-                    self._terminate(exc)
-                    self.supervisor._stage_failed(self, exc)
-                    return
+                    if not self._failed(first_leaf(error), restarts):
+                        return
+                    await checkpoint()  # restarted: init runs again
         except (KeyboardInterrupt, SystemExit) as exc:
             # A kernel interrupt (or exit) raised in a hook: not the stage's failure.
             # The whole pipeline stops cleanly and run() raises it once all have ended.
             self.supervisor._interrupted(self, exc)
         finally:
-            self.supervisor._started(self)  # ended before it started: do not hold the rest
-            if self._inline_error is not None:
-                # A hook failed inline, in another stage's task, just as this stage was
-                # cancelled (the pipeline stopping): still a failure, recorded as such.
-                error, self._inline_error = self._inline_error, None
-                self._fail_cancelled(first_leaf(error))
-            self._failures_left_behind()
-            if self._rest is not None:
-                # Cancelled while an async handle_events was at work on this list.
-                batches, i = self._rest
-                self.counters.unhandled_in += sum(len(b) for b, _ in batches[i:])
-                self._rest = None
-                self.current = []
-            if self.jobs and (self._sent or self._waiting):
-                # Cancelled with batches at the executor or waiting for it.
-                self.counters.unhandled_in += sum(
-                    len(job.batch) for job in (*self._sent, *self._waiting)
-                )
-                self._sent.clear()
-                self._waiting.clear()
-            if self._resume is not None:
-                # Cancelled with an async hook handed over but not started.
-                discard_unstarted(self._resume)
-                self._resume = None
-            self.running = False
-            self._task_group = None
-            if self.status in ("running", "restarting", "idle"):
-                self.status = "done"
-            elif self.status == "paused":
-                self.status = "failed"  # cancelled while paused: its failure stands
-                self.paused = None
-            if not self.stopped:
-                self.stopped = True
-                self.stop_reason = "shutdown"
-            end = getattr(stage, "_gs_ended", None)
-            if end is not None:
-                end(self)
-            self.supervisor._stage_ended(self)
+            self._ended()
+
+    def _failed(self, exc: Exception, restarts: deque[float]) -> bool:
+        """The stage failed with ``exc``: record it, and restart (True) or fail for
+        good (False) as its restart policy says."""
+        restarted = self._restarting  # (_live decided, for what failed in it)
+        if restarted is None:
+            restarted = self._may_restart(restarts)
+        self._restarting = None
+        self._redo = None
+        on_restart, self._on_restart = self._on_restart, None
+        self._record_job_errors(restarted)
+        if restarted:
+            # Events made but refused by the dispatcher are lost either way.
+            unhandled, self._undispatched = self._undispatched, []
+            self.counters.unhandled_out += len(unhandled)
+        else:
+            unhandled = self._take_unhandled()
+        self._record_failure(exc, restarted, unhandled)
+        failed_ask, self._failed_ask = self._failed_ask, None
+        lost_demand, self._demand_in_hand = self._demand_in_hand, 0
+        if not restarted:
+            self.status = "failed"
+            self._terminate(exc)
+            self.supervisor._stage_failed(self, exc)
+            return False
+        if self.jobs:
+            self._jobs_after_restart()
+        # The demand in hand when it failed is served after the restart.
+        if failed_ask is not None:
+            self._ask_upstream(*failed_ask)
+        if lost_demand:
+            self.mailbox.appendleft((self._on_self_demand, lost_demand, None))
+        elif self.pc and self.pc_queue:
+            # Input queued behind the failed batch: handled after the restart as far as
+            # the demand from downstream goes.
+            self.mailbox.appendleft((self._on_self_demand, 0, None))
+        if on_restart is not None:
+            self._restart_steps.append(on_restart)
+        self.status = "restarting"
+        self._init_done = False  # init runs again
+        self.counters.restarts += 1
+        return True
+
+    def _ended(self) -> None:
+        """The stage's task ends (done, failed, cancelled): what it held is counted, the
+        pipeline told."""
+        self.supervisor._started(self)  # ended before it started: do not hold the rest
+        if self._inline_error is not None:
+            # A hook failed inline, in another stage's task, just as this stage was
+            # cancelled (the pipeline stopping): still a failure, recorded as such.
+            error, self._inline_error = self._inline_error, None
+            self._fail_cancelled(first_leaf(error))
+        self._failures_left_behind()
+        self._drop_work_in_hand()
+        self.running = False
+        self._task_group = None
+        if self.status in ("running", "restarting", "idle"):
+            self.status = "done"
+        elif self.status == "paused":
+            self.status = "failed"  # cancelled while paused: its failure stands
+            self.paused = None
+        if not self.stopped:
+            self.stopped = True
+            self.stop_reason = "shutdown"
+        end = getattr(self.stage, "_gs_ended", None)
+        if end is not None:
+            end(self)
+        self.supervisor._stage_ended(self)
+
+    def _drop_work_in_hand(self) -> None:
+        """Cancelled with work in hand: it is counted as unhandled."""
+        if self._rest is not None:
+            # Cancelled while an async handle_events was at work on this list.
+            batches, i = self._rest
+            self.counters.unhandled_in += sum(len(b) for b, _ in batches[i:])
+            self._rest = None
+            self.current = []
+        if self.jobs and (self._sent or self._waiting):
+            # Cancelled with batches at the executor or waiting for it.
+            self.counters.unhandled_in += sum(
+                len(job.batch) for job in (*self._sent, *self._waiting)
+            )
+            self._sent.clear()
+            self._waiting.clear()
+        if self._resume is not None:
+            # Cancelled with an async hook handed over but not started.
+            discard_unstarted(self._resume)
+            self._resume = None
 
     async def _live_with_workers(self, restarts: deque[float]) -> None:
         """``_live`` beside the stage's workers (jobs, concurrent events), in a task group

@@ -13,13 +13,16 @@ a coroutine to await when a hook turned out to be async.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from . import pump as _fused
+from .buffer import Buffer
 from .counters import as_events
+from .policies import RateLimit
 from .timing import BACKPRESSURED, IDLE, clock
 
 if TYPE_CHECKING:
@@ -34,6 +37,25 @@ GROWING_FLOOR, GROWING_CAP = 10_000, 100_000
 
 class Producing:
     """The producer role of ``Process`` (producers and producer-consumers)."""
+
+    def _init_producing(self, stage: Any) -> None:
+        """Subscriptions downstream, the dispatcher and buffer (fresh per run), the
+        rate limit's window, the accumulated demand."""
+        self.producing = hasattr(stage, "emit")
+        rate = getattr(stage, "rate_limit", None)
+        self.rate = RateLimit(*rate) if rate is not None else None
+        self._held: deque = deque()  # (subscription, events) the rate limit holds back
+        self._held_count = 0
+        self._release_at: float | None = None
+        self.consumers: dict[Subscription, None] = {}
+        if self.producing:
+            self.dispatcher = stage._new_dispatcher()
+            self.buffer = Buffer(stage.buffer_size, stage.buffer_keep)
+        self.buffer_warned = False  # (a buffer that grew past its limit is logged once)
+        self.accumulating = getattr(stage, "_demand_mode", "forward") == "accumulate"
+        self.accumulated: list[tuple[str, Any]] = []
+        self.finishing = False
+        self._undispatched: list = []  # made, refused by the dispatcher (a failure)
 
     async def _on_subscribe(self, sub: Subscription, _: Any) -> None:
         self.current_hook = "handle_subscribe"
