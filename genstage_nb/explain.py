@@ -99,64 +99,73 @@ def advise(pipeline: Any, name: str | None, stages: dict[str, dict[str, float]])
 def _bottleneck_advice(pipeline: Any, name: str, stages: dict[str, dict[str, float]]) -> list[str]:
     """What to change about the bottleneck ``name``, by its kind and its options."""
     stage = pipeline.stages[name]
-    proc = stage._process
     s = stages[name]
     busy = f"{s['busy']:.0%}"
-    advice: list[str] = []
     if stage.kind == "producer":
-        if s["busy"] >= 0.2:
-            advice.append(
-                f"The producer {name!r} is the bottleneck: its handle_demand is busy {busy} of "
-                f"the time. Return more events per call (it is asked for up to max_demand at "
-                f"once), make it cheaper, or make it async if it waits for I/O."
-            )
-        else:
-            advice.append(
-                f"The producer {name!r} limits the pipeline: it has demand outstanding and "
-                f"waits {s['idle']:.0%} of the time (for outside input); the stages after it "
-                f"are idle, so nothing downstream needs to change."
-            )
-        return advice
+        return [_producer_advice(name, s, busy)]
     links = [sub for sub in pipeline.subscriptions if sub.consumer is stage]
-    executor = getattr(stage, "executor", None)
-    concurrency = getattr(stage, "concurrency", 1)
     if hasattr(stage, "handle_event"):  # a ConcurrentConsumer
-        for sub in links:
-            advice.append(
-                f"{name!r} (a ConcurrentConsumer) is the bottleneck, busy {busy}: it runs at "
-                f"most max_demand events at once; raise `max_demand` of the link "
-                f"{sub.producer.name} -> {name} (now {sub.max_demand}) to run more at once."
-            )
-        return advice
-    if executor is not None:
-        advice.append(
+        return [
+            f"{name!r} (a ConcurrentConsumer) is the bottleneck, busy {busy}: it runs at "
+            f"most max_demand events at once; raise `max_demand` of the link "
+            f"{sub.producer.name} -> {name} (now {sub.max_demand}) to run more at once."
+            for sub in links
+        ]
+    return [_where_it_runs(stage, name, busy), *_batch_advice(stage, name, links)]
+
+
+def _producer_advice(name: str, s: dict[str, float], busy: str) -> str:
+    if s["busy"] >= 0.2:
+        return (
+            f"The producer {name!r} is the bottleneck: its handle_demand is busy {busy} of "
+            f"the time. Return more events per call (it is asked for up to max_demand at "
+            f"once), make it cheaper, or make it async if it waits for I/O."
+        )
+    return (
+        f"The producer {name!r} limits the pipeline: it has demand outstanding and "
+        f"waits {s['idle']:.0%} of the time (for outside input); the stages after it "
+        f"are idle, so nothing downstream needs to change."
+    )
+
+
+def _where_it_runs(stage: Any, name: str, busy: str) -> str:
+    """Advice by where the bottleneck's hook runs: an executor, async calls, the loop."""
+    concurrency = getattr(stage, "concurrency", 1)
+    if getattr(stage, "executor", None) is not None:
+        return (
             f"{name!r} is the bottleneck: its executor is busy {busy} of the time; raise its "
             f"`concurrency` (now {concurrency}) and the executor's workers."
         )
-    elif _is_async(stage):
-        advice.append(
+    if _is_async(stage):
+        return (
             f"{name!r} is the bottleneck: busy {busy} of the time awaiting its async calls; "
             f"raise its `concurrency` (now {concurrency}) to have more calls in flight at once."
         )
-    else:
-        advice.append(
-            f"{name!r} is the bottleneck: its sync hook computes on the event loop {busy} of "
-            f"the time. If it is CPU-bound, move it to an executor "
-            f"(`executor=ProcessPoolExecutor(...)`, `concurrency=` the workers); if it blocks "
-            f"on I/O, a thread pool, or make it async."
-        )
+    return (
+        f"{name!r} is the bottleneck: its sync hook computes on the event loop {busy} of "
+        f"the time. If it is CPU-bound, move it to an executor "
+        f"(`executor=ProcessPoolExecutor(...)`, `concurrency=` the workers); if it blocks "
+        f"on I/O, a thread pool, or make it async."
+    )
+
+
+def _batch_advice(stage: Any, name: str, links: list) -> list[str]:
+    """Full batches on a small max_demand: larger ones pay a per-batch cost less often."""
+    proc = stage._process
     counters = proc.counters if proc is not None else None
-    if counters is not None and counters.batches and not getattr(stage, "_gs_map", None):
-        mean = counters.handled / counters.batches
-        for sub in links:
-            full = sub.max_demand - sub.min_demand
-            if sub.max_demand < 1000 and mean >= 0.9 * full:
-                advice.append(
-                    f"If {name!r} pays its cost per batch (a round trip, a query), raise "
-                    f"`max_demand` of the link {sub.producer.name} -> {name} (now "
-                    f"{sub.max_demand}): its batches are full ({mean:.0f} events), so larger "
-                    f"ones pay that cost less often."
-                )
+    if counters is None or not counters.batches or getattr(stage, "_gs_map", None):
+        return []
+    mean = counters.handled / counters.batches
+    advice = []
+    for sub in links:
+        full = sub.max_demand - sub.min_demand
+        if sub.max_demand < 1000 and mean >= 0.9 * full:
+            advice.append(
+                f"If {name!r} pays its cost per batch (a round trip, a query), raise "
+                f"`max_demand` of the link {sub.producer.name} -> {name} (now "
+                f"{sub.max_demand}): its batches are full ({mean:.0f} events), so larger "
+                f"ones pay that cost less often."
+            )
     return advice
 
 

@@ -146,6 +146,44 @@ def draw_graph(
         return fig
     pos = _layout(graph)
     names = list(graph.nodes)
+    colours, edges, widths = _node_style(graph, names, status, busy, bottleneck)
+    nx.draw_networkx_nodes(
+        graph,
+        pos,
+        ax=ax,
+        nodelist=names,
+        node_color=colours,
+        edgecolors=edges,
+        node_size=1600,
+        linewidths=widths,
+    )
+    nx.draw_networkx_labels(graph, pos, ax=ax, font_size=9)
+    nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=18, node_size=1600)
+    nx.draw_networkx_edge_labels(
+        graph, pos, edge_labels=_edge_labels(graph, busy is not None), ax=ax, font_size=8
+    )
+    ax.legend(
+        handles=_legend(busy is not None, bottleneck),
+        loc="lower center",
+        ncols=4,
+        fontsize="small",
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.15),
+    )
+    xs = [x for x, _ in pos.values()]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    return fig
+
+
+def _node_style(
+    graph: nx.DiGraph,
+    names: list[str],
+    status: dict[str, str],
+    busy: dict[str, float] | None,
+    bottleneck: str | None,
+) -> tuple[list, list, list]:
+    """Each node's fill (its kind, or how busy it is), outline colour (its status) and
+    outline width (the bottleneck's is thick)."""
     if busy is None:
         colours = [
             FAILED_COLOUR
@@ -163,48 +201,32 @@ def draw_graph(
     if bottleneck in names:
         i = names.index(bottleneck)
         edges[i], widths[i] = "#000000", 4.5
-    nx.draw_networkx_nodes(
-        graph,
-        pos,
-        ax=ax,
-        nodelist=names,
-        node_color=colours,
-        edgecolors=edges,
-        node_size=1600,
-        linewidths=widths,
-    )
-    nx.draw_networkx_labels(graph, pos, ax=ax, font_size=9)
-    nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=18, node_size=1600)
+    return colours, edges, widths
+
+
+def _edge_labels(graph: nx.DiGraph, pending: bool) -> dict:
     labels = {}
     for a, b, d in graph.edges(data=True):
         sub = d["subscription"]
         label = f"max_demand={sub.max_demand}"
-        if busy is not None:
+        if pending:
             label += f"\npending={sub.pending}"
         labels[a, b] = label
-    nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8)
-    if busy is None:
-        handles = [
-            _patch(colour, kind.replace("_", "-")) for kind, colour in KIND_COLOURS.items()
-        ] + [_patch(FAILED_COLOUR, "failed")]
-    else:
-        from matplotlib import colormaps
+    return labels
 
-        shade = colormaps["Reds"]
-        handles = [_patch(shade(0.1), "idle"), _patch(shade(0.9), "busy")]
-        if bottleneck is not None:
-            handles.append(_patch("#ffffff", f"bottleneck: {bottleneck}"))
-    ax.legend(
-        handles=handles,
-        loc="lower center",
-        ncols=4,
-        fontsize="small",
-        frameon=False,
-        bbox_to_anchor=(0.5, -0.15),
-    )
-    xs = [x for x, _ in pos.values()]
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    return fig
+
+def _legend(busy: bool, bottleneck: str | None) -> list:
+    if not busy:
+        return [_patch(colour, kind.replace("_", "-")) for kind, colour in KIND_COLOURS.items()] + [
+            _patch(FAILED_COLOUR, "failed")
+        ]
+    from matplotlib import colormaps
+
+    shade = colormaps["Reds"]
+    handles = [_patch(shade(0.1), "idle"), _patch(shade(0.9), "busy")]
+    if bottleneck is not None:
+        handles.append(_patch("#ffffff", f"bottleneck: {bottleneck}"))
+    return handles
 
 
 def _patch(colour: str, label: str) -> Any:

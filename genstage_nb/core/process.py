@@ -8,6 +8,8 @@ mailbox, restart on a failure if allowed):
 - ``lifecycle.py``: failures, restarts, termination, messages from outside;
 - ``producing.py``: demand in, events out through the dispatcher and the buffer
   (``pump.py`` drives a chain of single-consumer links in one loop);
+- ``buffering.py``: what a producer makes beyond demand, waiting in its buffer;
+- ``pacing.py``: ``rate_limit=``, events held back until the window has room;
 - ``consuming.py``: subscriptions, batches, asks upstream, the producer-consumer queue;
 - ``jobs.py``: work in flight on an executor, or as async calls on the event loop
   (``concurrency``, ``gs.map``); ``concurrent.py``: a ``ConcurrentConsumer``'s event tasks;
@@ -30,6 +32,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from . import messages
+from .buffering import Buffering
 from .concurrent import ConcurrentEvents
 from .consuming import Consuming
 from .counters import Counters, as_events
@@ -38,6 +41,7 @@ from .jobs import Jobs, setup_jobs
 from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
 from .options import fusable
+from .pacing import Pacing
 from .pausing import Pausing
 from .producing import Producing
 from .remote import check_concurrency
@@ -64,7 +68,9 @@ def fits_loop(stage: Any) -> bool:
     return fusable(stage, getattr(stage, "_option_kind", stage.kind))
 
 
-class Process(Lifecycle, Pausing, Mailbox, Producing, Consuming, Jobs, ConcurrentEvents):
+class Process(
+    Lifecycle, Pausing, Mailbox, Producing, Buffering, Pacing, Consuming, Jobs, ConcurrentEvents
+):
     """Serves one stage's mailbox for one run of its pipeline."""
 
     def __init__(self, stage: Any, supervisor: Supervisor) -> None:

@@ -13,16 +13,11 @@ a coroutine to await when a hook turned out to be async.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from . import pump as _fused
-from .buffer import Buffer
 from .counters import as_events
-from .policies import RateLimit
 from .timing import BACKPRESSURED, IDLE, clock
 
 if TYPE_CHECKING:
@@ -30,28 +25,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("genstage_nb")
 
-#: A buffer without a bound is reported (once) past 10x its links' max_demand, within
-#: these bounds: it keeps growing while its consumers take less than it makes.
-GROWING_FLOOR, GROWING_CAP = 10_000, 100_000
-
 
 class Producing:
     """The producer role of ``Process`` (producers and producer-consumers)."""
 
     def _init_producing(self, stage: Any) -> None:
         """Subscriptions downstream, the dispatcher and buffer (fresh per run), the
-        rate limit's window, the accumulated demand."""
+        rate limit's window (pacing.py), the accumulated demand."""
         self.producing = hasattr(stage, "emit")
-        rate = getattr(stage, "rate_limit", None)
-        self.rate = RateLimit(*rate) if rate is not None else None
-        self._held: deque = deque()  # (subscription, events) the rate limit holds back
-        self._held_count = 0
-        self._release_at: float | None = None
+        self._init_pacing(stage)
         self.consumers: dict[Subscription, None] = {}
         if self.producing:
             self.dispatcher = stage._new_dispatcher()
-            self.buffer = Buffer(stage.buffer_size, stage.buffer_keep)
-        self.buffer_warned = False  # (a buffer that grew past its limit is logged once)
+        self._init_buffering(stage)
         self.accumulating = getattr(stage, "_demand_mode", "forward") == "accumulate"
         self.accumulated: list[tuple[str, Any]] = []
         self.finishing = False
@@ -173,14 +159,6 @@ class Producing:
             self._dispatch(events)
         return len(events)
 
-    def _take_from_buffer(self, n: int) -> int:
-        """Dispatch up to ``n`` buffered events; return how many were taken."""
-        if n <= 0 or not len(self.buffer):
-            return 0
-        events = self.buffer.take(n)
-        self._dispatch(events, from_buffer=True)
-        return len(events)
-
     def emit(self, events: Any, hook: str) -> None:
         events = as_events(self.name, hook, events)
         if events:
@@ -221,53 +199,6 @@ class Producing:
         if extra:
             self.post(self._on_self_demand, extra)
 
-    def _buffer_behind(self, events: list) -> None:
-        """New events while older ones wait in the buffer: they queue behind them, and
-        the buffer is served as far as the dispatcher can send on now."""
-        self._store(events)
-        ready = self._ready()
-        if self.pc:
-            ready = max(ready, self.pc_demand)
-        self._take_from_buffer(ready)
-
-    def _store(self, events: list) -> None:
-        """Buffer events; an overflow is counted and logged with the options, and a
-        buffer that grows past ``growing_limit`` is logged once."""
-        dropped = self.buffer.store(events)
-        if len(self.buffer) > GROWING_FLOOR and not self.buffer_warned:
-            self._check_growing()
-        if dropped:
-            self.counters.dropped += dropped
-            log.warning(
-                "stage %r discarded %d events from its buffer (buffer_size=%s, buffer_keep=%r)",
-                self.name,
-                dropped,
-                self.buffer.size,
-                self.buffer.keep,
-            )
-
-    def growing_limit(self) -> int:
-        """Buffered events past which a buffer with no bound (or a larger bound) is
-        reported: 10x the max_demand of its links, at least 10,000, at most 100,000."""
-        asked = sum(sub.max_demand for sub in self.consumers)
-        return min(GROWING_CAP, max(GROWING_FLOOR, 10 * asked))
-
-    def _check_growing(self) -> None:
-        size, held = self.buffer.size, len(self.buffer)
-        limit = self.growing_limit()
-        if held <= limit or (size is not None and size <= limit):
-            return
-        self.buffer_warned = True
-        log.warning(
-            "stage %r holds %d events in its buffer (buffer_size=%s), more than %d: it makes "
-            "more events than its consumers take; bound it with buffer_size= (buffer_keep= "
-            "says which events to drop), or make fewer events per call",
-            self.name,
-            held,
-            size,
-            limit,
-        )
-
     def _send(self, deliveries: list) -> None:
         if self.rate is not None:
             deliveries = self._pace(deliveries)
@@ -278,54 +209,6 @@ class Producing:
             to = sub._to
             to.counters.events_in += n
             to.post(to._on_events, sub, events)
-
-    def _pace(self, deliveries: list) -> list:
-        """``rate_limit=``: what may go now goes; the rest waits, in order, with the
-        demand it answers (back-pressure), and goes when the window has room."""
-        held = self._held
-        for delivery in deliveries:
-            held.append(delivery)
-            self._held_count += len(delivery[1])
-        now = clock()
-        out = []
-        while held:
-            sub, events = held[0]
-            j = self.rate.allow(now, len(events))
-            if j == 0:
-                break
-            if j < len(events):
-                out.append((sub, events[:j]))
-                held[0] = (sub, events[j:])
-                self._held_count -= j
-                break
-            held.popleft()
-            self._held_count -= len(events)
-            out.append((sub, events))
-        if held:
-            self.time.rest_as(now, BACKPRESSURED)  # waiting for the window: held back
-            self._release_later(self.rate.next_free(now) - now)
-        return out
-
-    def _release_later(self, delay: float) -> None:
-        at = clock() + delay
-        if self._release_at is not None and self._release_at <= at:
-            return  # a release is due sooner already
-        self._release_at = at
-        task_group = self.supervisor._tg
-        if task_group is not None:
-            task_group.start_soon(self._release_after, delay, at)
-
-    async def _release_after(self, delay: float, at: float) -> None:
-        await anyio.sleep(max(delay, 0.0))
-        if self._release_at == at:
-            self._release_at = None
-            self.post(self._on_release)
-
-    def _on_release(self, _: Any, __: Any) -> None:
-        if not self.stopped and self._held:
-            self._send([])
-            if self.finishing:
-                self._check_finished()
 
     async def _on_cancel_up(self, sub: Subscription, reason: Any) -> None:
         """A consumer left (unlinked, stopped or failed)."""

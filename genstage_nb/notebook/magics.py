@@ -68,6 +68,48 @@ def _stage_options(name: str, args: argparse.Namespace, namespace: dict) -> dict
     return given
 
 
+def _check_line(name: str, args: argparse.Namespace) -> None:
+    """``--kind`` and ``--cancel`` name known values."""
+    if args.kind is not None and args.kind not in KINDS:
+        raise UsageError(
+            f"stage {name!r}: unknown --kind {args.kind!r} (use producer, "
+            f"producer_consumer or consumer)"
+        )
+    if args.cancel is not None and args.cancel not in CANCEL_MODES:
+        raise UsageError(
+            f"stage {name!r}: unknown --cancel {args.cancel!r} (use permanent, transient "
+            f"or temporary)"
+        )
+
+
+def _producers(p: Pipeline, name: str, text: str | None) -> list[str]:
+    """The stages ``--subscribe-to`` names, each known and not the stage itself."""
+    producers = [s.strip() for s in (text or "").split(",") if s.strip()]
+    for producer in producers:
+        if producer == name:
+            raise UsageError(f"stage {name!r}: a stage cannot subscribe to itself")
+        if producer not in p.graph:
+            known = ", ".join(p.graph.nodes) or "none yet"
+            raise UsageError(
+                f"stage {name!r}: unknown --subscribe-to name {producer!r} (stages: {known})"
+            )
+    return producers
+
+
+def _kind_of(p: Pipeline, name: str, given: str | None, hooks: dict, cls: type | None) -> str:
+    """The stage's kind: its class's, ``--kind``, or what its hooks and links say."""
+    if cls is not None:
+        kind = cls.kind
+        if given is not None and given != kind:
+            raise CellError(f"stage {name!r}: --kind {given} but {cls.__name__} is a {kind}")
+        return kind
+    current = p.stages.get(name)
+    has_subscribers = current is not None and p.graph.out_degree(name) > 0
+    kind = given or cells.infer_kind(hooks, has_subscribers, current)
+    cells.check_hooks(name, kind, hooks)
+    return kind
+
+
 def _options_differ(stage: Any, given: dict[str, Any]) -> list[str]:
     """The flags whose value is not the stage's now."""
     return [
@@ -131,73 +173,19 @@ class StageMagics(Magics):
         args = _stage_parser().parse_args(shlex.split(line))
         name = args.name
         p = self._pipeline(args.pipeline, name)
-        if args.kind is not None and args.kind not in KINDS:
-            raise UsageError(
-                f"stage {name!r}: unknown --kind {args.kind!r} (use producer, "
-                f"producer_consumer or consumer)"
-            )
-        if args.cancel is not None and args.cancel not in CANCEL_MODES:
-            raise UsageError(
-                f"stage {name!r}: unknown --cancel {args.cancel!r} (use permanent, transient "
-                f"or temporary)"
-            )
+        _check_line(name, args)
         options = _stage_options(name, args, self.shell.user_ns)
         max_demand = _number(name, "max-demand", args.max_demand, 1)
         min_demand = _number(name, "min-demand", args.min_demand, 0)
-        producers = [s.strip() for s in (args.subscribe_to or "").split(",") if s.strip()]
-        for producer in producers:
-            if producer == name:
-                raise UsageError(f"stage {name!r}: a stage cannot subscribe to itself")
-            if producer not in p.graph:
-                known = ", ".join(p.graph.nodes) or "none yet"
-                raise UsageError(
-                    f"stage {name!r}: unknown --subscribe-to name {producer!r} (stages: {known})"
-                )
+        producers = _producers(p, name, args.subscribe_to)
         try:
             hooks, cls, returns = cells.cell_contents(
                 name, cell, self.shell.user_ns, self._cell_file(line, cell), first_line=2
             )
-            current = p.stages.get(name)
-            has_subscribers = current is not None and p.graph.out_degree(name) > 0
-            if cls is not None:
-                kind = cls.kind
-                if args.kind is not None and args.kind != kind:
-                    raise CellError(
-                        f"stage {name!r}: --kind {args.kind} but {cls.__name__} is a {kind}"
-                    )
-            else:
-                kind = args.kind or cells.infer_kind(hooks, has_subscribers, current)
-                cells.check_hooks(name, kind, hooks)
+            kind = _kind_of(p, name, args.kind, hooks, cls)
             for producer in producers:
                 self._ensure_producer(p, producer)
-            changed = _options_differ(current, options) if current is not None else []
-            if current is None:
-                stage = cells.new_stage(name, kind, hooks, cls, options)
-                p.add(stage, name=name)
-                action = "added"
-            elif changed:
-                kept = cells.options_of_stage(current)
-                new = cells.new_stage(name, kind, hooks, cls, {**kept, **options})
-                stage = self._replace(p, current, new, f"its {', '.join(changed)} would change")
-                action = f"rebuilt with {', '.join(changed)}"
-            elif current.kind == kind:
-                if cls is None and not isinstance(current, _CellHooks):
-                    current.__class__ = CELL_CLASSES[kind]
-                cells.swap_code(current, hooks, cls)
-                stage = current
-                action = "code replaced"
-                failure = p.paused.get(name)
-                if failure is not None:
-                    # The fix of a paused stage: call the failed hook again with it.
-                    p.resume(name)
-                    n = len(failure.events)
-                    batch = f" with its batch of {n} event{'s' * (n != 1)}" if n else ""
-                    action += f"; resumed: {failure.hook} runs again{batch}"
-            else:
-                kept = cells.options_of_stage(current)
-                new = cells.new_stage(name, kind, hooks, cls, {**kept, **options})
-                stage = self._replace(p, current, new)
-                action = f"now a {kind}"
+            stage, action = self._define(p, name, kind, hooks, cls, options)
             self._subscribe(p, stage, producers, max_demand, min_demand, args.cancel)
         except cells.CellCodeError as exc:
             raise _as_cell_error(self.shell, exc) from None
@@ -213,6 +201,37 @@ class StageMagics(Magics):
                 "stage subscribes to it (or give --kind producer_consumer)"
             )
         print(f"stage {name!r} ({stage.kind}) {action}{links}{note}")
+
+    def _define(
+        self, p: Pipeline, name: str, kind: str, hooks: dict, cls: type | None, options: dict
+    ) -> tuple[Any, str]:
+        """Add the cell's stage, or give the one there its new code (in place), or build
+        it again (a changed option or kind): the stage, and what was done."""
+        current = p.stages.get(name)
+        if current is None:
+            stage = cells.new_stage(name, kind, hooks, cls, options)
+            p.add(stage, name=name)
+            return stage, "added"
+        changed = _options_differ(current, options)
+        if changed or current.kind != kind:
+            kept = cells.options_of_stage(current)
+            new = cells.new_stage(name, kind, hooks, cls, {**kept, **options})
+            if changed:
+                why = f"its {', '.join(changed)} would change"
+                return self._replace(p, current, new, why), f"rebuilt with {', '.join(changed)}"
+            return self._replace(p, current, new), f"now a {kind}"
+        if cls is None and not isinstance(current, _CellHooks):
+            current.__class__ = CELL_CLASSES[kind]
+        cells.swap_code(current, hooks, cls)
+        action = "code replaced"
+        failure = p.paused.get(name)
+        if failure is not None:
+            # The fix of a paused stage: call the failed hook again with it.
+            p.resume(name)
+            n = len(failure.events)
+            batch = f" with its batch of {n} event{'s' * (n != 1)}" if n else ""
+            action += f"; resumed: {failure.hook} runs again{batch}"
+        return current, action
 
     def _cell_file(self, line: str, cell: str) -> str | None:
         """The name IPython gives this cell's code ("Cell In[n]" in tracebacks), with
