@@ -125,14 +125,22 @@ def test_the_import_contracts_hold():
     assert "Contracts: 4 kept, 0 broken." in result.stdout
 
 
+#: Functions allowed past 60 lines: the fused loop's template writes the loop out per
+#: level (its source is the generated code's shape, shown in docs/architecture.md).
+LONG_FUNCTIONS = {("genstage_nb.core.pump", "_round"), ("genstage_nb.core.pump", "level")}
+
+
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: module_name(p))
-def test_files_and_classes_stay_small(path):
+def test_files_classes_and_functions_stay_small(path):
     text = path.read_text()
     assert len(text.splitlines()) <= 650, f"{path.name}: split it by concept"
     for node in ast.walk(ast.parse(text)):
+        size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
         if isinstance(node, ast.ClassDef):
-            size = node.end_lineno - node.lineno + 1
-            assert size <= 450, f"class {node.name} has {size} lines: split it by role"
+            assert size <= 300, f"class {node.name} has {size} lines: split it by role"
+        is_function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        if is_function and (module_name(path), node.name) not in LONG_FUNCTIONS:
+            assert size <= 60, f"{node.name} has {size} lines: split it where it holds two ideas"
 
 
 def test_the_architecture_page_shows_the_fused_loop_as_generated():

@@ -20,6 +20,7 @@ from ..core.subscription import Subscription
 from ..metrics import Metrics
 from ..stalls import Stall
 from ..watchdog import SlowHandler
+from .background import Background
 from .graph import GraphBuilding
 from .runner import Running
 from .supervision import Supervision
@@ -39,7 +40,7 @@ def _check_seconds(option: str, value: Any, none_means: str) -> None:
         )
 
 
-class Pipeline(GraphBuilding, Running, Supervision, Views):
+class Pipeline(GraphBuilding, Running, Background, Supervision, Views):
     """A graph of stages, run as one unit.
 
     >>> import genstage_nb as gs

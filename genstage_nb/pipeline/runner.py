@@ -1,4 +1,4 @@
-"""Running a pipeline: ``run``, ``run_sync``, ``start`` in the background, ``stop``, ``wait``.
+"""Running a pipeline: ``run``, ``run_sync``, ``stop``, ``wait`` (``start``: background.py).
 
 ``run()`` starts one task per stage in an anyio task group (with the metrics sampler
 and the watchdog beside them) and returns when every stage has stopped; ``start()``
@@ -9,7 +9,6 @@ run starts from fresh runtime state; the stages keep theirs.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
@@ -219,59 +218,6 @@ class Running:
                 "to run in the background"
             )
         anyio.run(self.run, backend=backend)
-
-    def start(self) -> Pipeline:
-        """Run in the background of the running asyncio loop and return at once.
-
-        For notebooks: the kernel's loop keeps running the pipeline while the user
-        works. Use ``await p.wait()`` or ``p.stop()`` later.
-
-        >>> import anyio, genstage_nb as gs
-        >>> p = gs.Pipeline(); out = []
-        >>> _ = p.link(p.add(gs.from_iterable(range(3))), p.add(gs.consumer(out.extend)))
-        >>> async def cell():  # what a notebook cell does
-        ...     p.start()          # returns at once
-        ...     await p.wait()
-        >>> anyio.run(cell); out
-        [0, 1, 2]
-        """
-        import asyncio
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise RuntimeError(
-                "Pipeline.start() needs a running asyncio event loop (as in a notebook); "
-                "in a script use run_sync(), or await run() in a task group"
-            ) from None
-        if self._running:
-            raise RuntimeError("Pipeline.start(): the pipeline is already running")
-        if any(p.running or p.stopped for p in self._procs.values()):
-            self._fresh_processes()
-        self._loop_thread = threading.get_ident()
-        self._call_in_loop = _asyncio_caller(loop)
-        self._running = True
-        self._background = loop.create_task(self._run_in_background())
-        return self
-
-    async def _run_in_background(self) -> None:
-        try:
-            await self._run()
-        except KeyboardInterrupt:
-            # The kernel was interrupted while a stage's hook ran: the pipeline is
-            # stopped, the kernel carries on.
-            print(
-                f"genstage_nb: {self._label} interrupted: every stage stopped",
-                file=sys.stderr,
-            )
-        except PipelineError as exc:
-            # Nobody awaits a background run: say it here (in a notebook, stderr shows
-            # in the cell output; the tracebacks were logged as each stage failed).
-            print(
-                f"genstage_nb: {self._label} stopped: {exc} "
-                f"(tracebacks above; details in .failures)",
-                file=sys.stderr,
-            )
 
     def stop(self, timeout: float | None = 5.0) -> _Stopping:
         """Stop gracefully: producers stop making events, what they made is delivered
