@@ -17,6 +17,7 @@ from .options import configure
 
 if TYPE_CHECKING:
     from .process import Process
+    from .subscription import Subscription
 
 log = logging.getLogger("genstage_nb")
 
@@ -122,14 +123,14 @@ class Stage:
     def init(self) -> Any:
         """Set up state; called on every (re)start. May be ``async``."""
 
-    def handle_subscribe(self, subscription: Any) -> Any:
+    def handle_subscribe(self, subscription: Subscription) -> Any:
         """A subscription was made (this stage is its producer or its consumer).
 
         A consumer returns ``"manual"`` to ask for events itself with
         ``subscription.ask(n)``; anything else means automatic demand.
         """
 
-    def handle_cancel(self, subscription: Any, reason: Any) -> Any:
+    def handle_cancel(self, subscription: Subscription, reason: Any) -> Any:
         """A subscription ended; ``reason`` is ``"normal"``, ``"shutdown"``,
         ``"unlinked"`` or the exception that failed the other stage."""
 

@@ -6,14 +6,19 @@ so that importing genstage_nb stays light.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import networkx as nx
+    from matplotlib.figure import Figure
 
     from ..core.process import Process
     from ..core.stage import Stage
+    from ..explain import Explanation
     from ..metrics import Metrics
+    from ..notebook.dashboard import Dashboard
+    from ..stream import EventStream
+    from ..tuning import Tuner
 
 
 class Views:
@@ -23,7 +28,7 @@ class Views:
     _procs: dict[str, Process]
     metrics: Metrics
 
-    def stream(self, stage: Stage | str, *, max_demand: int = 1000) -> Any:
+    def stream(self, stage: Stage | str, *, max_demand: int = 1000) -> EventStream:
         """An async iterator over the events ``stage`` emits (GenStage.stream).
 
         It subscribes to ``stage`` like a consumer, asking ``max_demand`` events at a
@@ -63,7 +68,7 @@ class Views:
             self.metrics.sample()
         return find_bottleneck(self, recent(self))
 
-    def explain(self) -> Any:
+    def explain(self) -> Explanation:
         """An ``Explanation`` of what limits the pipeline now: ``.bottleneck``,
         ``.stages`` (busy, backpressured, idle and throughput per stage), ``.advice``
         (what to change, naming the stage and the option) and ``.stalls``. Markdown in
@@ -80,7 +85,7 @@ class Views:
 
         return explain(self)
 
-    def autotune(self, *, target_latency: float = 1.0, max_in_flight: int = 100_000) -> Any:
+    def autotune(self, *, target_latency: float = 1.0, max_in_flight: int = 100_000) -> Tuner:
         """Let the pipeline tune its ``max_demand`` (a ``Tuner``): on a running
         pipeline, or before ``start``/``run`` (it starts with the run).
 
@@ -106,7 +111,7 @@ class Views:
             self._tg.start_soon(tuner.run, self._ended)
         return tuner
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """A matplotlib Figure: throughput, buffer size and outstanding demand over
         time, and the shares of time each stage was busy, back-pressured and idle; one
         colour per stage in every panel. Never calls plt.show.
@@ -126,7 +131,7 @@ class Views:
         marks = sorted({row[0] for tuner in self._tuners for row in tuner._rows})
         return plot_metrics(self.metrics.frame(), list(self._procs), marks)
 
-    def draw(self, busy: bool = False) -> Any:
+    def draw(self, busy: bool = False) -> Figure:
         """A matplotlib Figure of the graph, left to right by topological generation:
         nodes coloured by kind (a failed stage in red), edges labelled with
         max_demand. ``busy=True`` shades the nodes by how busy each stage is now,
@@ -150,7 +155,7 @@ class Views:
         shares = {name: row["busy"] for name, row in stages.items()}
         return draw_graph(self._graph, self.status, shares, find_bottleneck(self, stages))
 
-    def dashboard(self, refresh: float = 1.0) -> Any:
+    def dashboard(self, refresh: float = 1.0) -> Dashboard:
         """An ipywidgets dashboard: start/stop buttons, a status table, a slider per
         subscription bound live to its ``max_demand`` (and ``min_demand``), and the
         metrics plots, refreshed every ``refresh`` seconds while the pipeline runs.
