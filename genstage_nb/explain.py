@@ -14,8 +14,6 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .metrics import _COUNTED
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -28,7 +26,7 @@ BUSY = 0.5
 def recent(pipeline: Any) -> dict[str, dict[str, float]] | None:
     """Stage name -> busy, backpressured, idle, throughput over the last ``WINDOW``
     seconds of samples (None before two samples exist)."""
-    samples = list(pipeline.metrics._samples)
+    samples = pipeline.metrics.samples
     if len(samples) < 2:
         return None
     t_last, last = samples[-1]
@@ -39,20 +37,19 @@ def recent(pipeline: Any) -> dict[str, dict[str, float]] | None:
     if dt <= 0:
         return None
     stages: dict[str, dict[str, float]] = {}
-    events_in, events_out = _COUNTED.index("events_in"), _COUNTED.index("events_out")
-    for name, (kind, _, _, times, *counts) in last.items():
+    for name, now in last.items():
         old = before.get(name)
         if old is None:
             continue
-        old_counts = old[4:]  # (kind, buffered, outstanding, times, *counts): see metrics
-        shares = [min(max((a - b) / dt, 0.0), 1.0) for a, b in zip(times, old[3], strict=True)]
+        pairs = zip(now.times, old.times, strict=True)
+        shares = [min(max((a - b) / dt, 0.0), 1.0) for a, b in pairs]
         total = sum(shares)
         if total > 1.0:
             shares = [x / total for x in shares]
-        handled = events_out if kind == "producer" else events_in
-        handled_now, handled_then = counts[handled], old_counts[handled]
+        handled = "events_out" if now.kind == "producer" else "events_in"
+        handled_now, handled_then = now.counts[handled], old.counts[handled]
         stages[name] = {
-            "kind": kind,
+            "kind": now.kind,
             "busy": shares[0],
             "backpressured": shares[1],
             "idle": shares[2],

@@ -17,7 +17,7 @@ import anyio
 if TYPE_CHECKING:
     import pandas as pd
 
-from .core.messages import events_waiting
+from .core.statistics import StageStatistics
 
 #: Samples kept per run: one hour at the default interval of 0.25 s. Older samples are
 #: dropped first, so a long run keeps bounded memory (about 100 bytes per stage and
@@ -60,11 +60,6 @@ _COUNTED = (
 _BALANCE = ("made", "accepted", "handled", "unhandled_in", "unhandled_out")
 
 
-def _queued(proc: Any) -> int:
-    """Events a stage has received and not handled yet (``core.messages``)."""
-    return events_waiting(proc)
-
-
 def _shares(times: tuple, before: tuple, span: float) -> tuple[float, float, float]:
     """The fractions of ``span`` a stage was busy, back-pressured and idle (at most 1 in
     all: the rest it waited for its turn on the event loop)."""
@@ -73,11 +68,6 @@ def _shares(times: tuple, before: tuple, span: float) -> tuple[float, float, flo
     if total > 1.0:  # clock reads a hair apart
         shares = [share / total for share in shares]
     return shares[0], shares[1], shares[2]
-
-
-def _copies(dispatcher: Any) -> bool:
-    """Each event goes to every consumer (the Dispatcher protocol's ``copies``)."""
-    return bool(getattr(dispatcher, "copies", False))
 
 
 def check_balance(pipeline: Any) -> pd.DataFrame:
@@ -117,9 +107,9 @@ def _links_balance(pipeline: Any) -> tuple[int, int]:
     the stages of this run (and of streams that left it): every event sent reaches a
     stage of this run, so the two are equal."""
     sent = received = 0
-    for proc in pipeline._procs.values():
-        sent += proc.counters.events_out
-        received += proc.counters.events_in
+    for stats in pipeline.statistics().values():
+        sent += stats.counts["events_out"]
+        received += stats.counts["events_in"]
     for counters in getattr(pipeline, "_departed", ()):
         sent += counters.events_out
         received += counters.events_in
@@ -159,7 +149,7 @@ class Metrics:
 
     def __init__(self, pipeline: Any, history: int = HISTORY) -> None:
         self._pipeline = pipeline
-        self._samples: deque[tuple[float, dict[str, tuple]]] = deque(maxlen=history)
+        self._samples: deque[tuple[float, dict[str, StageStatistics]]] = deque(maxlen=history)
         self._started = time.perf_counter()
         self.peaks: dict[str, dict[str, int]] = {}
 
@@ -171,25 +161,15 @@ class Metrics:
 
     def sample(self) -> None:
         """Take one sample of every stage's counters (and times) now."""
-        clock = time.perf_counter()
-        now = clock - self._started
-        row = {}
-        for name, proc in list(self._pipeline._procs.items()):
-            c = proc.counters
-            buffered = proc.buffered() + sum(len(e) for k, _, e in proc.pc_queue if k == 0)
-            outstanding = sum(sub.pending for sub in proc.producers)
-            row[name] = (
-                proc.kind,
-                buffered,
-                outstanding,
-                proc.time.close(clock),
-                *(getattr(c, field) for field in _COUNTED),
-            )
+        now = time.perf_counter() - self._started
+        row = self._pipeline.statistics()
+        for name, stats in row.items():
+            buffered = stats.buffered + stats.queued_input
             peak = self.peaks.setdefault(name, {"buffer_size": 0, "outstanding_demand": 0})
             if buffered > peak["buffer_size"]:
                 peak["buffer_size"] = buffered
-            if outstanding > peak["outstanding_demand"]:
-                peak["outstanding_demand"] = outstanding
+            if stats.outstanding > peak["outstanding_demand"]:
+                peak["outstanding_demand"] = stats.outstanding
         self._samples.append((now, row))
 
     async def run(self, interval: float, ended: anyio.Event) -> None:
@@ -202,6 +182,11 @@ class Metrics:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+    @property
+    def samples(self) -> list[tuple[float, dict[str, StageStatistics]]]:
+        """The samples kept: (seconds since the run started, stage -> its statistics)."""
+        return list(self._samples)
 
     def frame(self) -> pd.DataFrame:
         """The samples as a tidy DataFrame: ``time``, ``stage``, ``metric``, ``value``.
@@ -223,9 +208,10 @@ class Metrics:
         min_span = 0.5 * (self._pipeline.metrics_interval or 0.0)
         previous: dict[str, tuple[float, int, float, tuple, tuple]] = {}
         for t, row in self._samples:
-            for name, (kind, buffered, outstanding, times, *counts) in row.items():
-                values = dict(zip(_COUNTED, counts, strict=True))
-                handled = values["events_out"] if kind == "producer" else values["events_in"]
+            for name, stats in row.items():
+                values: dict[str, float] = {field: stats.counts[field] for field in _COUNTED}
+                handled = values["events_out"] if stats.kind == "producer" else values["events_in"]
+                times = stats.times
                 last = previous.get(name)
                 if last is None:
                     rate, shares = 0.0, (0.0, 0.0, 0.0)
@@ -238,7 +224,11 @@ class Metrics:
                 else:
                     rate, shares = last[2], last[4]
                 values.update(zip(TIMES, shares, strict=True))
-                values.update(throughput=rate, buffer_size=buffered, outstanding_demand=outstanding)
+                values.update(
+                    throughput=rate,
+                    buffer_size=stats.buffered + stats.queued_input,
+                    outstanding_demand=stats.outstanding,
+                )
                 records.extend((t, name, metric, float(values[metric])) for metric in METRICS)
         return pd.DataFrame.from_records(records, columns=["time", "stage", "metric", "value"])
 
@@ -260,17 +250,16 @@ class Metrics:
         import pandas as pd
 
         rows = []
-        for name, proc in self._pipeline._procs.items():
-            c = proc.counters
+        for name, stats in self._pipeline.statistics().items():
             peak = self.peaks.get(name, {})
             rows.append(
                 {
                     "stage": name,
-                    "kind": proc.kind,
-                    "status": proc.status,
-                    **{field: getattr(c, field) for field in _COUNTED + _BALANCE},
-                    "buffer_size": proc.buffered(),
-                    "queued": _queued(proc),
+                    "kind": stats.kind,
+                    "status": stats.status,
+                    **{field: stats.counts[field] for field in _COUNTED + _BALANCE},
+                    "buffer_size": stats.buffered,
+                    "queued": stats.queued,
                     "peak_buffer_size": peak.get("buffer_size", 0),
                     "peak_outstanding_demand": peak.get("outstanding_demand", 0),
                 }
@@ -291,36 +280,36 @@ class Metrics:
         import pandas as pd
 
         rows = []
-        for name, proc in self._pipeline._procs.items():
-            c = proc.counters
-            queued = _queued(proc)
-            row = {"stage": name, "kind": proc.kind}
+        for name, stats in self._pipeline.statistics().items():
+            c = stats.counts
+            row: dict[str, Any] = {"stage": name, "kind": stats.kind}
             ok = True
-            if proc.kind != "producer":
+            if stats.kind != "producer":
                 row.update(
-                    events_in=c.events_in,
-                    handled=c.handled,
-                    failed=c.failed,
-                    unhandled_in=c.unhandled_in,
-                    queued=queued,
+                    events_in=c["events_in"],
+                    handled=c["handled"],
+                    failed=c["failed"],
+                    unhandled_in=c["unhandled_in"],
+                    queued=stats.queued,
                 )
-                ok &= c.events_in == c.handled + c.failed + c.unhandled_in + queued
-            if proc.producing:
-                held = proc.dispatcher.buffered() + proc._held_count  # (rate_limit)
-                buffered = proc.buffered() - held
+                accounted = c["handled"] + c["failed"] + c["unhandled_in"] + stats.queued
+                ok &= c["events_in"] == accounted
+            if stats.producing:
+                held = stats.held  # (in the dispatcher, or held back by the rate limit)
+                buffered = stats.buffered - held
                 row.update(
-                    made=c.made,
-                    accepted=c.accepted,
+                    made=c["made"],
+                    accepted=c["accepted"],
                     buffered=buffered,
-                    dropped=c.dropped,
-                    unhandled_out=c.unhandled_out,
-                    events_out=c.events_out,
-                    discarded=c.discarded,
+                    dropped=c["dropped"],
+                    unhandled_out=c["unhandled_out"],
+                    events_out=c["events_out"],
+                    discarded=c["discarded"],
                     held=held,
                 )
-                ok &= c.made == c.accepted + buffered + c.dropped + c.unhandled_out
-                if not _copies(proc.dispatcher):
-                    ok &= c.accepted == c.events_out + c.discarded + held
+                ok &= c["made"] == c["accepted"] + buffered + c["dropped"] + c["unhandled_out"]
+                if not stats.copies:
+                    ok &= c["accepted"] == c["events_out"] + c["discarded"] + held
             row["balanced"] = bool(ok)
             rows.append(row)
         return pd.DataFrame(rows).set_index("stage")

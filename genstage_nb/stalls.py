@@ -18,8 +18,6 @@ from typing import Any
 
 import anyio
 
-from .core.timing import BUSY
-
 log = logging.getLogger("genstage_nb")
 
 
@@ -71,13 +69,11 @@ def progress(pipeline: Any) -> tuple[int, bool]:
     """A number that grows whenever anything moves, and whether a hook is at work."""
     moved = 0
     working = False
-    for proc in pipeline._procs.values():
-        c = proc.counters
-        moved += c.events_in + c.events_out + c.handled + c.demand_in + c.demand_out + c.made
-        if proc.stopped:
-            continue  # (a stage that ended busy is at work no more)
-        if proc.time.mode == BUSY or proc._rest is not None or proc._resume is not None:
-            working = True
+    for stats in pipeline.statistics().values():
+        c = stats.counts
+        moved += sum(c[k] for k in ("events_in", "events_out", "handled", "made"))
+        moved += c["demand_in"] + c["demand_out"]
+        working |= stats.at_work  # (a stage that ended busy is at work no more)
     return moved, working
 
 

@@ -213,9 +213,9 @@ class Tuner:
 
     def _handled(self) -> int:
         return sum(
-            proc.counters.handled
-            for proc in self.pipeline._procs.values()
-            if proc.kind == "consumer"
+            stats.counts["handled"]
+            for stats in self.pipeline.statistics().values()
+            if stats.kind == "consumer"
         )
 
     def _in_flight(self) -> int:
@@ -223,9 +223,8 @@ class Tuner:
         highest (its ``max_demand``: an automatic link asks up to it) plus what the
         stages hold in their buffers now. A bound that holds at any moment, not a
         sample of a quantity that swings between min_demand and max_demand."""
-        procs = self.pipeline._procs.values()
         pending = sum(max(sub.pending, sub.max_demand) for sub in self.pipeline.subscriptions)
-        return pending + sum(proc.buffered() for proc in procs)
+        return pending + sum(stats.buffered for stats in self.pipeline.statistics().values())
 
     async def _measure(self, ended: anyio.Event) -> float | None:
         """Throughput over one interval, after one interval to let a change settle."""

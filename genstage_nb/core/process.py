@@ -46,7 +46,8 @@ from .pausing import Pausing
 from .producing import Producing
 from .remote import check_concurrency
 from .stage import check_hooks
-from .timing import StageTime
+from .statistics import StageStatistics
+from .timing import BUSY, StageTime, clock
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
@@ -111,6 +112,29 @@ class Process(
         check_hooks(stage)
         self.jobs_on_loop = False
         self.jobs = setup_jobs(self, stage)
+
+    def statistics(self) -> StageStatistics:
+        """This stage's runtime state now, as a named record (``statistics.py``)."""
+        held = self.dispatcher.buffered() + self._held_count if self.producing else 0
+        return StageStatistics(
+            name=self.name,
+            kind=self.kind,
+            producing=self.producing,
+            copies=self.producing and bool(getattr(self.dispatcher, "copies", False)),
+            status=self.status,
+            running=self.running,
+            stopped=self.stopped,
+            paused=self.paused,
+            counts=self.counters.snapshot(),
+            buffered=self.buffered(),
+            held=held,
+            queued=messages.events_waiting(self),
+            queued_input=sum(len(e) for k, _, e in self.pc_queue if k == messages.EVENTS),
+            outstanding=sum(sub.pending for sub in self.producers),
+            at_work=not self.stopped
+            and (self.time.mode == BUSY or self._rest is not None or self._resume is not None),
+            times=self.time.close(clock()),
+        )
 
     async def main(self) -> None:
         """Run the stage until it ends: init, serve, restart on failure if allowed."""

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from ..core.process import Process
     from ..core.stage import Stage
+    from ..core.statistics import StageStatistics
     from ..explain import Explanation
     from ..metrics import Metrics
     from ..notebook.dashboard import Dashboard
@@ -27,6 +28,21 @@ class Views:
     _graph: nx.DiGraph
     _procs: dict[str, Process]
     metrics: Metrics
+
+    def statistics(self) -> dict[str, StageStatistics]:
+        """Every stage's runtime state now, by name: its counts, what it buffers, holds
+        and has queued, the demand it has outstanding, whether a hook is at work and its
+        busy / back-pressured / idle seconds (``StageStatistics``; the metrics, explain,
+        the stall watch and the tuner read these).
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable(range(5)), name="src"), p.add(gs.consumer(len)))
+        >>> p.run_sync()
+        >>> p.statistics()["src"].counts["events_out"], p.statistics()["src"].status
+        (5, 'done')
+        """
+        return {name: proc.statistics() for name, proc in list(self._procs.items())}
 
     def stream(self, stage: Stage | str, *, max_demand: int = 1000) -> EventStream:
         """An async iterator over the events ``stage`` emits (GenStage.stream).
