@@ -99,7 +99,10 @@ class Consuming:
         return self._consume(sub, batches)
 
     def _consume(self, sub: Subscription, batches: list) -> Any:
-        """Hand batches to handle_events, asking upstream after each as GenStage does."""
+        """Hand batches to handle_events, asking upstream after each as GenStage does
+        (a stage of jobs sends them out as jobs: jobs.py)."""
+        if self.jobs:
+            return self._send_batches(sub, batches)
         if len(batches) == 1:
             # The common case, one batch, without the loop of _consume_from.
             batch, ask = batches[0]

@@ -37,42 +37,42 @@ if TYPE_CHECKING:
     from .subscription import Subscription
 
 
-def setup_jobs(proc: Any, stage: Any) -> bool:
-    """Make ``proc`` a stage whose work goes out as jobs, if its options say so."""
-    executor = proc.executor
-    per_event = getattr(stage, "_gs_map", None)  # gs.map: the function, called per event
-    concurrency = getattr(stage, "concurrency", 1)  # consumers and producer-consumers
-    loop = executor is None and (per_event is not None or (concurrency > 1 and _async_hook(stage)))
-    if executor is None and not loop:
-        return False
-    fn = per_event if per_event is not None else stage.handle_events
-    if executor is not None:
-        hook = "the function of gs.map" if per_event is not None else "handle_events"
-        check_picklable(proc.name, hook, fn, executor)
-        proc._submit_to = submitter(executor)
-    proc.concurrency = concurrency
-    proc.jobs_on_loop = loop
-    proc.per_event = per_event is not None
-    proc.ordered = getattr(stage, "_gs_ordered", True)
-    proc._map_fn = per_event  # gs.map's function; else handle_events, looked up at each
-    # call so that code swapped in place (a re-run %%stage cell) takes effect
-    proc._waiting = deque()
-    proc._sent = deque()
-    proc._jobs_ready = deque()  # on the loop: jobs sent, not yet taken by a worker
-    proc._idle = deque()  # on the loop: the wake-up events of the idle workers
-    proc._finished = deque()  # not ordered: the jobs done, in the order they completed
-    proc._done_posted = False
-    proc._complete_when_drained = False
-    proc._consume = proc._send_batches
-    return True
-
-
 def _async_hook(stage: Any) -> bool:
     return _is_async(stage.handle_events)
 
 
 class Jobs:
     """The jobs role of ``Process``."""
+
+    def _init_jobs(self, stage: Any) -> None:
+        """Whether the stage's work goes out as jobs (an executor, ``gs.map``, or
+        ``concurrency`` above 1 with an async ``handle_events``), and their queues."""
+        executor = self.executor = getattr(stage, "executor", None)
+        per_event = getattr(stage, "_gs_map", None)  # gs.map: the function, called per event
+        concurrency = getattr(stage, "concurrency", 1)  # consumers and producer-consumers
+        loop = executor is None and (
+            per_event is not None or (concurrency > 1 and _async_hook(stage))
+        )
+        self.jobs = executor is not None or loop
+        self.concurrency = concurrency
+        self.jobs_on_loop = loop
+        self.per_event = per_event is not None
+        self.ordered = getattr(stage, "_gs_ordered", True)
+        self._map_fn = per_event  # gs.map's function; else handle_events, looked up at each
+        # call so that code swapped in place (a re-run %%stage cell) takes effect
+        self._submit_to: Any = None
+        self._waiting: deque = deque()
+        self._sent: deque = deque()
+        self._jobs_ready: deque = deque()  # on the loop: jobs sent, not yet taken by a worker
+        self._idle: deque = deque()  # on the loop: the wake-up events of the idle workers
+        self._finished: deque = deque()  # not ordered: the jobs done, in completion order
+        self._done_posted = False
+        self._complete_when_drained = False
+        if executor is not None:
+            fn = per_event if per_event is not None else stage.handle_events
+            hook = "the function of gs.map" if per_event is not None else "handle_events"
+            check_picklable(self.name, hook, fn, executor)
+            self._submit_to = submitter(executor)
 
     def _start_workers(self, task_group: Any) -> None:
         if self.jobs_on_loop:
@@ -110,7 +110,7 @@ class Jobs:
             self.post(self._on_job_done)
 
     def _send_batches(self, sub: Subscription, batches: list) -> None:
-        """Stands in for ``_consume``: the batches become jobs."""
+        """What ``_consume`` does for a stage of jobs: the batches become jobs."""
         waiting = self._waiting
         if self.per_event:
             for batch, ask in batches:
@@ -272,4 +272,4 @@ class Jobs:
             self._dispatch(out)
 
 
-__all__ = ["Jobs", "setup_jobs"]
+__all__ = ["Jobs"]

@@ -37,7 +37,7 @@ from .concurrent import ConcurrentEvents
 from .consuming import Consuming
 from .counters import Counters, as_events
 from .errors import Failure
-from .jobs import Jobs, setup_jobs
+from .jobs import Jobs
 from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
 from .options import fusable
@@ -107,11 +107,9 @@ class Process(
         self.fits_loop = fits_loop(stage)
         self.fusable = self.kind == "producer" and self.fits_loop
         # Work in flight on an executor or on the event loop (see jobs.py).
-        self.executor = getattr(stage, "executor", None)
         check_concurrency(stage)
         check_hooks(stage)
-        self.jobs_on_loop = False
-        self.jobs = setup_jobs(self, stage)
+        self._init_jobs(stage)
 
     def statistics(self) -> StageStatistics:
         """This stage's runtime state now, as a named record (``statistics.py``)."""
