@@ -14,6 +14,7 @@ oldest events, ``keep="first"`` drops the newest. Pure data: no I/O, no async.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 KEEP_MODES = ("first", "last")
 
@@ -34,13 +35,13 @@ class Buffer:
     def __init__(self, size: int | None = None, keep: str = "last") -> None:
         self.size = size
         self.keep = keep
-        self._chunks: deque[list] = deque()
+        self._chunks: deque[list[Any]] = deque()
         self._len = 0
 
     def __len__(self) -> int:
         return self._len
 
-    def store(self, events: list) -> int:
+    def store(self, events: list[Any]) -> int:
         """Append ``events``; return how many events were dropped to respect ``size``."""
         n = len(events)
         if not n:
@@ -70,7 +71,7 @@ class Buffer:
         self._discard_oldest(excess)
         return excess
 
-    def take(self, n: int) -> list:
+    def take(self, n: int) -> list[Any]:
         """Remove and return up to ``n`` of the oldest events."""
         chunks = self._chunks
         if n <= 0 or not chunks:
@@ -81,7 +82,7 @@ class Buffer:
             chunks.popleft()
             self._len -= n
             return first
-        out: list = []
+        out: list[Any] = []
         want = n
         while want and chunks:
             chunk = chunks[0]
@@ -97,14 +98,14 @@ class Buffer:
         self._len -= len(out)
         return out
 
-    def put_back(self, events: list) -> None:
+    def put_back(self, events: list[Any]) -> None:
         """Return events just taken (and not sent) to the front, oldest first; they
         were inside ``size`` before, so nothing is dropped."""
         if events:
             self._chunks.appendleft(events)
             self._len += len(events)
 
-    def take_all(self) -> list:
+    def take_all(self) -> list[Any]:
         """Remove and return every buffered event."""
         return self.take(self._len)
 

@@ -75,7 +75,7 @@ def check_rules(slots: tuple[str, ...]) -> None:
 check_rules(Counters.__slots__)
 
 
-def as_events(stage_name: str, hook: str, result: Any) -> list:
+def as_events(stage_name: str, hook: str, result: Any) -> list[Any]:
     """Turn a hook's result into a list of events, or raise TypeError naming the stage."""
     if result.__class__ is list:
         return result

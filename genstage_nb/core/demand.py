@@ -18,6 +18,7 @@ arrives is cut into batches of at most ``max_demand - min_demand`` events for
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 log = logging.getLogger("genstage_nb")
 
@@ -88,7 +89,8 @@ class DemandState:
         self.min_demand = 0
 
     def _realigned(self) -> int:
-        min_demand, self.realign = self.realign, None
+        min_demand = self.realign if self.realign is not None else self.min_demand
+        self.realign = None
         self.min_demand = min_demand
         return min_demand
 
@@ -101,7 +103,7 @@ class DemandState:
         """Record ``n`` events asked by hand."""
         self.pending += n
 
-    def split(self, events: list) -> list[tuple[list, int]]:
+    def split(self, events: list[Any]) -> list[tuple[list[Any], int]]:
         """Cut ``events`` into ``(batch, ask)`` pairs, in order.
 
         ``ask`` is the demand to send upstream after ``batch`` has been handled

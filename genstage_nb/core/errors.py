@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,12 @@ class Failure:
 
     stage: str
     exception: BaseException
-    events: list = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
     hook: str = ""
     time: float = field(default_factory=time.time)
     restarted: bool = False
-    unhandled: list = field(default_factory=list)
-    attempts: list = field(default_factory=list)
+    unhandled: list[Any] = field(default_factory=list)
+    attempts: list[Any] = field(default_factory=list)
     paused: bool = False
 
 

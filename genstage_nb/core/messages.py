@@ -36,12 +36,12 @@ def bind(kinds: dict[Any, str]) -> None:
     _KINDS.update(kinds)
 
 
-def kind_of(message: tuple) -> str:
+def kind_of(message: tuple[Any, Any, Any]) -> str:
     """The kind of a mailbox entry ``(handler, a, b)``."""
     return _KINDS.get(getattr(message[0], "__func__", None), OTHER)
 
 
-def events_in(message: tuple) -> list:
+def events_in(message: tuple[Any, Any, Any]) -> list[Any]:
     """The events a mailbox entry carries to its stage (none for most kinds)."""
     kind = kind_of(message)
     if kind == EVENTS_IN:
@@ -51,7 +51,7 @@ def events_in(message: tuple) -> list:
     return []
 
 
-def count_in(message: tuple) -> int:
+def count_in(message: tuple[Any, Any, Any]) -> int:
     """How many events a mailbox entry carries (``len(events_in(message))``, no copy)."""
     kind = kind_of(message)
     if kind == EVENTS_IN:
@@ -61,9 +61,9 @@ def count_in(message: tuple) -> int:
     return 0
 
 
-def queued_events(entries: Iterable[tuple]) -> list:
+def queued_events(entries: Iterable[tuple[Any, Any, Any]]) -> list[Any]:
     """The events in a producer-consumer's input queue entries."""
-    out: list = []
+    out: list[Any] = []
     for kind, _, payload in entries:
         if kind == EVENTS:
             out.extend(payload)
@@ -72,7 +72,7 @@ def queued_events(entries: Iterable[tuple]) -> list:
     return out
 
 
-def queued_count(entries: Iterable[tuple]) -> int:
+def queued_count(entries: Iterable[tuple[Any, Any, Any]]) -> int:
     """How many events a producer-consumer's input queue entries hold."""
     n = 0
     for kind, _, payload in entries:
@@ -87,7 +87,7 @@ def events_waiting(proc: Any) -> int:
     """Events a stage has received and not handled yet: in its mailbox, its input queue,
     a list an async ``handle_events`` is at work on, concurrent events in flight, and
     batches at an executor or waiting for it."""
-    n = sum(count_in(message) for message in proc.mailbox)
+    n: int = sum(count_in(message) for message in proc.mailbox)
     n += queued_count(proc.pc_queue)
     if proc._rest is not None:
         batches, i = proc._rest
