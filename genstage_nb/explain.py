@@ -82,11 +82,11 @@ def advise(pipeline: Any, name: str | None, stages: dict[str, dict[str, float]])
         for stage, failure in pipeline.paused.items()
     ]
     growing = [
-        f"Stage {proc.name!r} holds {len(proc.buffer):,} events in its buffer "
-        f"(buffer_size={proc.buffer.size}): it makes more than its consumers take. Bound it "
+        f"Stage {stats.name!r} holds {stats.in_buffer:,} events in its buffer "
+        f"(buffer_size={stats.buffer_size}): it makes more than its consumers take. Bound it "
         f"with `buffer_size=` (and `buffer_keep=`), or make fewer events per call."
-        for proc in list(pipeline._procs.values())
-        if proc.producing and proc.buffer_warned and len(proc.buffer) > proc.growing_limit()
+        for stats in pipeline.statistics().values()
+        if stats.growing
     ]
     if paused or name is None:
         return paused + growing

@@ -125,6 +125,11 @@ class Process(
             paused=self.paused,
             counts=self.counters.snapshot(),
             buffered=self.buffered(),
+            in_buffer=len(self.buffer) if self.producing else 0,
+            buffer_size=self.buffer.size if self.producing else None,
+            growing=self.producing
+            and self.buffer_warned
+            and len(self.buffer) > self.growing_limit(),
             held=held,
             queued=messages.events_waiting(self),
             queued_input=sum(len(e) for k, _, e in self.pc_queue if k == messages.EVENTS),

@@ -17,7 +17,9 @@ class StageStatistics:
       ``copies``: its dispatcher sends each event to every consumer (a broadcast);
     - ``counts``: its counters (``Counters``: events in and out, made, handled, ...);
     - ``buffered``: events made and not sent (its buffer, its dispatcher, the rate
-      limit, demand="accumulate"); ``held``: of those, in the dispatcher and the rate
+      limit, demand="accumulate"); ``in_buffer``: of those, in the buffer proper, whose
+      bound is ``buffer_size``; ``growing``: the buffer grew past the size at which it is
+      reported (logged once) and is still past it; ``held``: in the dispatcher and the rate
       limit; ``queued``: events received and not handled yet; ``queued_input``: of
       those, in a producer-consumer's input queue as lists;
     - ``outstanding``: the demand it has asked of its producers and not received;
@@ -35,6 +37,9 @@ class StageStatistics:
     paused: Any
     counts: Mapping[str, int]
     buffered: int
+    in_buffer: int
+    buffer_size: int | None
+    growing: bool
     held: int
     queued: int
     queued_input: int
