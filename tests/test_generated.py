@@ -148,3 +148,61 @@ def test_a_consumer_leaving_whose_cancel_hook_fails_leaves_the_dispatcher_on_res
     )
     for _ in range(3):
         anyio.run(run_spec, spec, backend=anyio_backend)
+
+
+def test_a_concurrent_consumer_restarted_handles_again_the_events_the_restart_cut_short(
+    anyio_backend,
+):
+    """Found by a campaign (seed 4343): a restart of a ConcurrentConsumer cancelled its
+    event handlers at work, and their events were neither handled again nor counted: its
+    demand never came back and the run never ended, without a stall notice (the stage
+    looked busy)."""
+    from generated import Fault, Link, Node, Spec
+
+    spec = Spec(
+        nodes=[
+            Node(
+                "s0",
+                "source",
+                "exact",
+                asynchronous=True,
+                dispatcher="partition",
+                discards=5,
+                n=145,
+                accumulate=True,
+            ),
+            Node(
+                "s1",
+                "source",
+                "exact",
+                asynchronous=True,
+                dispatcher="broadcast",
+                n=111,
+                accumulate=True,
+            ),
+            Node("p0", "pc", "plain", dispatcher="partition"),
+            Node("c0", "sink", "plain"),
+            Node("c1", "sink", "plain"),
+            Node(
+                "c2",
+                "sink",
+                "concurrent",
+                asynchronous=True,
+                restart="permanent",
+                fault=Fault("handle_event", 2, 2),
+            ),
+        ],
+        links=[
+            Link("s1", "p0", 2, None),
+            Link("s0", "p0", 2, None, partition=0),
+            Link("p0", "c0", 1, 0, partition=0),
+            Link("s1", "c0", 2, None),
+            Link("s1", "c1", 2, None),
+            Link("p0", "c2", 10, None, partition=1),
+            Link("s0", "c2", 1000, None, partition=1),
+        ],
+        on_failure="pause",
+        on_pause="resume",
+    )
+    for _ in range(3):
+        anyio.run(run_spec, spec, backend=anyio_backend)

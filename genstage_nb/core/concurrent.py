@@ -31,6 +31,9 @@ class ConcurrentEvents:
         self._in_flight: dict[Subscription, list[int]] = {}  # [done, running]
         self._event_queue: deque = deque()  # (subscription, event) to handle
         self._idle_event_workers: deque = deque()
+        # Events a worker is handling now: a restart (which cancels the workers) puts
+        # them back first in the queue, so that none is lost.
+        self._events_at_work: dict[object, tuple[Subscription, Any]] = {}
 
     def _start_events(self, sub: Subscription, events: list) -> None:
         state = self._in_flight.setdefault(sub, [0, 0])
@@ -51,7 +54,10 @@ class ConcurrentEvents:
         while True:
             while queue:
                 sub, event = queue.popleft()
+                token = object()
+                self._events_at_work[token] = (sub, event)
                 await self._run_event(sub, event)
+                del self._events_at_work[token]  # (kept if cancelled: see _start_event_workers)
                 if clock() - since > SLICE:
                     await checkpoint()  # hooks that never wait must not hold the loop
                     since = clock()
@@ -75,7 +81,10 @@ class ConcurrentEvents:
         self.post(self._on_event_done, sub)
 
     def _start_event_workers(self) -> None:
-        """After a restart: workers for the events that were waiting for one."""
+        """After a restart: workers for the events that were waiting for one, the events
+        whose handlers the restart cancelled first (handled again: none is lost)."""
+        cut_short, self._events_at_work = list(self._events_at_work.values()), {}
+        self._event_queue.extendleft(reversed(cut_short))
         self._idle_event_workers.clear()
         for _ in self._event_queue:
             self._task_group.start_soon(self._event_worker)
