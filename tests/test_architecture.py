@@ -143,36 +143,33 @@ def test_files_classes_and_functions_stay_small(path):
             assert size <= 60, f"{node.name} has {size} lines: split it where it holds two ideas"
 
 
-def test_the_architecture_page_shows_the_fused_loop_as_generated():
-    from genstage_nb.core.pump import loop_source
-
-    page = ROOT / "docs" / "architecture.md"
+def _generated_block(page_name: str, marker: str, generated: str) -> None:
+    """The block between ``<!-- marker -->`` and ``<!-- /marker -->`` of a docs page is
+    ``generated`` (GENSTAGE_NB_WRITE_DOCS=1 writes it anew)."""
+    page = ROOT / "docs" / page_name
     text = page.read_text()
-    block = "<!-- fused-loop-2 -->\n```python\n" + loop_source(2) + "```\n<!-- /fused-loop-2 -->"
-    pattern = re.compile(r"<!-- fused-loop-2 -->.*?<!-- /fused-loop-2 -->", re.S)
-    assert pattern.search(text), "docs/architecture.md lost its fused-loop markers"
+    block = f"<!-- {marker} -->\n{generated}<!-- /{marker} -->"
+    pattern = re.compile(f"<!-- {marker} -->.*?<!-- /{marker} -->", re.S)
+    assert pattern.search(text), f"docs/{page_name} lost its {marker} markers"
     if os.environ.get("GENSTAGE_NB_WRITE_DOCS") == "1":
         page.write_text(pattern.sub(lambda _: block, text))
         text = page.read_text()
     assert block in text, (
-        "the fused loop changed: GENSTAGE_NB_WRITE_DOCS=1 pytest tests/test_architecture.py"
+        f"docs/{page_name}: {marker} changed: GENSTAGE_NB_WRITE_DOCS=1 pytest "
+        f"tests/test_architecture.py"
     )
+
+
+def test_the_architecture_page_shows_the_fused_loop_as_generated():
+    from genstage_nb.core.pump import loop_source
+
+    _generated_block("architecture.md", "fused-loop-2", "```python\n" + loop_source(2) + "```\n")
 
 
 def test_the_concepts_page_lists_the_options_of_the_option_table():
     from genstage_nb.core.options import option_table
 
-    page = ROOT / "docs" / "concepts.md"
-    text = page.read_text()
-    block = "<!-- option-table -->\n" + option_table() + "<!-- /option-table -->"
-    pattern = re.compile(r"<!-- option-table -->.*?<!-- /option-table -->", re.S)
-    assert pattern.search(text), "docs/concepts.md lost its option-table markers"
-    if os.environ.get("GENSTAGE_NB_WRITE_DOCS") == "1":
-        page.write_text(pattern.sub(lambda _: block, text))
-        text = page.read_text()
-    assert block in text, (
-        "the option table changed: GENSTAGE_NB_WRITE_DOCS=1 pytest tests/test_architecture.py"
-    )
+    _generated_block("concepts.md", "option-table", option_table())
 
 
 def test_core_reaches_its_pipeline_through_the_supervisor_protocol_only():
