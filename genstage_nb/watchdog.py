@@ -102,8 +102,9 @@ def blocking_stage(frame: FrameType | None) -> tuple[Stage, str, str, bool] | No
         frame = frame.f_back
     for i, f in enumerate(chain):
         code = f.f_code
-        if code in pump.CODES and i > 0:
-            obj = f.f_locals.get("at")  # the stage whose hook the fused loop is calling
+        hook_lines = pump.HOOK_LINES.get(code)
+        if hook_lines is not None and i > 0:  # the fused loop, calling a stage's hook
+            obj = f.f_locals.get(hook_lines.get(f.f_lineno, ""))
         elif code.co_argcount and code.co_varnames[0] == "self":
             obj = f.f_locals.get("self")
         else:

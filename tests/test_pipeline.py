@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import networkx as nx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from helpers import Counter, Doubler, Forwarder
 
 import genstage_nb as gs
@@ -268,3 +270,27 @@ def test_importing_the_package_does_not_import_display_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@given(
+    kind=st.sampled_from([range, list, tuple]),
+    size=st.integers(0, 300),
+    demands=st.lists(st.integers(1, 200), min_size=1, max_size=40),
+)
+def test_from_iterable_takes_a_sequence_in_order_whatever_the_demands(kind, size, demands):
+    """A sequence is taken one event, an iterator's step or a slice at a time (by the
+    demand): whatever the mix, every item once, in order, and finish() once the end is
+    reached."""
+    stage = gs.from_iterable(range(size) if kind is range else kind(range(size)))
+    finished: list = []
+    stage.finish = lambda: finished.append(True)  # (no pipeline here)
+    taken: list = []
+    for demand in demands:
+        events = stage.handle_demand(demand)
+        assert len(events) <= demand
+        taken.extend(events)
+        if len(events) < demand:
+            break
+    assert taken == list(range(min(size, sum(demands))))
+    assert finished == ([True] if sum(demands) > size else [])
+

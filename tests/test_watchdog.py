@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 
 import anyio
@@ -115,6 +116,32 @@ async def test_a_blocking_producer_is_named(caught):
     await p.run()
     assert [(r.stage, r.hook) for r in p.warnings] == [("source", "handle_demand")]
     assert len(out) == source.made > 0
+
+
+async def test_a_hook_blocking_inside_the_fused_loop_is_named(caught):
+    """At max_demand 1 the fused loop calls the hooks (core/pump.py): the watchdog finds
+    the stage by the line of the loop that is calling."""
+    from genstage_nb.core import pump
+
+    fused = []
+
+    def crunch(events):
+        if events == [20]:
+            frame = sys._getframe(1)
+            fused.append(frame.f_code in pump.HOOK_LINES)
+            assert caught.event.wait(60)
+        return events
+
+    out: list = []
+    p = gs.Pipeline(slow_handler=0.05)
+    src = p.add(gs.from_iterable(range(40)), name="numbers")
+    mid = p.add(gs.producer_consumer(crunch), name="crunch")
+    p.link(src, mid, max_demand=1)
+    p.link(mid, p.add(gs.consumer(out.extend), name="sink"), max_demand=1)
+    await p.run()
+    assert fused == [True]  # it blocked inside the loop
+    assert out == list(range(40))
+    assert [(r.stage, r.hook) for r in p.warnings] == [("crunch", "crunch")]
 
 
 async def test_an_async_hook_that_awaits_is_not_reported():

@@ -23,6 +23,7 @@ next ask may start the loop again.
 from __future__ import annotations
 
 import linecache
+import re
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
@@ -122,8 +123,9 @@ def pump(producer: Process, demand: int, levels: list[_Level]) -> Any:
 
 
 _LOOPS: dict[int, Any] = {}
-#: The code of every loop made so far (the watchdog finds the hook they call by ``at``).
-CODES: set = set()
+#: The code of every loop made so far, with the lines where it calls a hook and the
+#: local that holds that hook's stage (the watchdog finds the stage at work by them).
+HOOK_LINES: dict[Any, dict[int, str]] = {}
 
 
 def _loop(k: int) -> Any:
@@ -151,14 +153,28 @@ def _loop(k: int) -> Any:
     }
     exec(compile(text, filename, "exec"), namespace)  # noqa: S102  (our template, as dataclasses does)
     fn = namespace[f"pump_{k}"]
-    CODES.add(fn.__code__)
+    HOOK_LINES[fn.__code__] = _hook_lines(text)
     return fn
+
+
+_CALL = re.compile(r"= handle(_demand|\d+)\(")
+
+
+def _hook_lines(text: str) -> dict[int, str]:
+    """The lines of a loop's source that call a hook, and the local naming its stage."""
+    lines = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        call = _CALL.search(line)
+        if call:
+            level = call.group(1)
+            lines[number] = "producer" if level == "_demand" else f"to{level}"
+    return lines
 
 
 def loop_source(k: int) -> str:
     """The source of the pump loop for a chain of ``k`` levels (links), written out
-    level by level: locals per level, no loop over levels. One round in 64 is a timed
-    copy of the round (a clock read after each hook: see ``timing.py``).
+    level by level: locals per level, no loop over levels. The first round of one loop
+    in 64 is a timed copy of the round (a clock read after each hook: see ``timing.py``).
     docs/architecture.md shows it for a three-stage chain (``k=2``)."""
     r = range(k)
     sums = ", ".join(f"c{j}, sent{j}, count{j}, asked{j}, posted{j}, unhandled{j}" for j in r)
@@ -173,18 +189,19 @@ def loop_source(k: int) -> str:
         "    handle_demand = producer.stage.handle_demand",
         "    dispatcher = producer.dispatcher",
         "    entry = dispatcher._demands[0]",
+        "    dmax = dispatcher._max",
+        *(f"    dmax{j} = d{j}._max" for j in range(k - 1)),
         "    mailbox = producer.mailbox",
         "    rounds = 0",
         "    on_ask = producer._on_ask",
         "    producer._until_timed -= 1",
-        "    timed = producer._until_timed < 0  # the first round of some loops",
-        "    began = clock() if timed else 0.0  # (else the turn counts from the first look)",
+        "    began = 0.0  # (the turn counts from the first look at the clock)",
         "    try:",
+        "        if producer._until_timed < 0:  # the first round of some loops: timed",
+        "            began = clock()",
+        *_round(k, "            ", timed=True),
         "        while True:",
-        "            if rounds or not timed:",
-        *_round(k, "                ", timed=False),
-        "            else:  # the same round, timed",
-        *_round(k, "                ", timed=True),
+        *_round(k, "            ", timed=False),
         "    finally:",
         # (kept short: Python copies a finally block to every return inside its try)
         *(f"        _park(to{j})" for j in r),
@@ -207,8 +224,16 @@ def loop_source(k: int) -> str:
     return "\n".join(src) + "\n"
 
 
+def _ask(j: int) -> str:
+    """The local holding level ``j``'s ask in a round: level 0's is the producer's next
+    demand."""
+    return "demand" if j == 0 else f"ask{j}"
+
+
 def _round(k: int, base: str, timed: bool) -> list[str]:
-    """One round of the loop: handle_demand, then each level's handle_events."""
+    """One round of the loop: handle_demand, then each level's handle_events. Level
+    ``j`` takes the list ``e{j}`` of ``n{j}`` events; a producer-consumer's result is the
+    next level's ``e{j+1}``."""
     lines: list[str] = []
 
     def put(pad: str, *text: str) -> None:
@@ -218,13 +243,12 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
         if timed:  # the time since the last read goes to the hook that just ran
             put(pad, "now = clock()", f"took{i} = now - t", "t = now")
 
-    put(base, "at = producer")
     if timed:  # (a level the round does not reach took no time)
         put(base, "{} = 0.0".format(" = ".join(f"took{i}" for i in range(k + 1))), "t = clock()")
     put(
         base,
         "try:",
-        "    events = handle_demand(demand)",
+        "    e0 = handle_demand(demand)",  # (the watchdog knows this line: HOOK_LINES)
         "except BaseException:",
         "    producer.current_hook = 'handle_demand'",
         "    producer._demand_in_hand = demand",
@@ -233,95 +257,111 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
     lap(base, 0)
     put(
         base,
-        "if events.__class__ is not list:",
-        "    return _not_a_list(producer, levels, demand, events)",
-        "n = len(events)",
-        "if not n:",
+        "if e0.__class__ is not list:",
+        "    return _not_a_list(producer, levels, demand, e0)",
+        "n0 = len(e0)",
+        "if not n0:",
         "    return None",
-        "if n > entry[0]:",
+        "left = entry[0] - n0",
+        "if left < 0:",
         "    _release(levels, 0)",
-        "    producer.counters.made += n",
-        "    producer._dispatch(events)",
+        "    producer.counters.made += n0",
+        "    producer._dispatch(e0)",
         "    return None",
-        "entry[0] -= n",
+        "entry[0] = left",
     )
 
     def level(j: int, pad: str) -> None:
-        asks = "({})".format("".join(f"ask{i}, " for i in range(j)))
-        asks_j = "({})".format("".join(f"ask{i}, " for i in range(j + 1)))
+        asks = "({})".format("".join(f"{_ask(i)}, " for i in range(j)))
+        asks_j = "({})".format("".join(f"{_ask(i)}, " for i in range(j + 1)))
+        ask, below = _ask(j), _ask(j + 1)
         pc = j < k - 1
+        e, n = f"e{j}", f"n{j}"
         put(
             pad,
-            f"sent{j} += n",
+            f"sent{j} += {n}",
             f"max_demand = ds{j}.max_demand",
             f"min_demand = ds{j}.min_demand",
             f"pending = ds{j}.pending",
-            f"if inbox{j} or n > pending or n > max_demand - min_demand"
+            f"if inbox{j} or {n} > pending or {n} > max_demand - min_demand"
             + (f" or to{j}.pc_demand <= 0:" if pc else ":"),
-            f"    unhandled{j} += n",
-            f"    return _receipt(levels, {j}, events, {asks})",
+            f"    unhandled{j} += {n}",
+            f"    return _receipt(levels, {j}, {e}, {asks})",
             f"count{j} += 1",
-            "left = pending - n",
+            f"left = pending - {n}",
             "if left <= min_demand:",
-            f"    ask{j} = max_demand - left",
+            f"    {ask} = max_demand - left",
             f"    ds{j}.pending = max_demand",
             f"    if ds{j}.realign is not None:  # (a tuner changed the link meanwhile)",
             f"        ds{j}._realigned()",
             "else:",
-            f"    ask{j} = 0",
+            f"    {ask} = 0",
             f"    ds{j}.pending = left",
-            f"at = to{j}",
             "try:",
-            f"    result = handle{j}(events)",
+            # (the watchdog knows this line: HOOK_LINES)
+            f"    {'e%d' % (j + 1) if pc else 'result'} = handle{j}({e})",
         )
         lap(pad + "    ", j + 1)
-        put(
-            pad,
-            "    if result.__class__ is not list:",
-            "        if result is not None and isawaitable(result):",
-            f"            unhandled{j} += n",
-            f"            count{j} -= 1",
-            f"            return _to_task(levels, {j}, events, ask{j}, {asks}, result)",
-            # (a consumer's result is not used)
-            *([f"        result = as_events(to{j}.name, 'handle_events', result)"] * pc),
-            "except Exception as exc:",
-            f"    unhandled{j} += n",
-            f"    count{j} -= 1",
-            f"    return _to_task(levels, {j}, events, ask{j}, {asks}, error=exc)",
-        )
+        out = f"e{j + 1}" if pc else "result"
+        slow = [
+            f"        unhandled{j} += {n}",
+            f"        count{j} -= 1",
+            f"        return _to_task(levels, {j}, {e}, {ask}, {asks}, {out})",
+        ]
         if pc:
             put(
                 pad,
-                "m = len(result)",
-                "if m:",
-                f"    if m > out{j}[0]:",
-                f"        return _dispatch(levels, {j}, result, {asks_j})",
-                f"    out{j}[0] -= m",
+                f"    if {out}.__class__ is not list:",
+                f"        if {out} is not None and isawaitable({out}):",
+                *["    " + line for line in slow],
+                f"        {out} = as_events(to{j}.name, 'handle_events', {out})",
+            )
+        else:  # (a consumer's result is not used)
+            put(
+                pad,
+                f"    if {out} is not None and {out}.__class__ is not list and isawaitable({out}):",
+                *slow,
+            )
+        put(
+            pad,
+            "except Exception as exc:",
+            f"    unhandled{j} += {n}",
+            f"    count{j} -= 1",
+            f"    return _to_task(levels, {j}, {e}, {ask}, {asks}, error=exc)",
+        )
+        if pc:
+            m = f"n{j + 1}"
+            put(
+                pad,
+                f"{m} = len({out})",
+                f"if {m}:",
+                f"    left = out{j}[0] - {m}",
+                "    if left < 0:",
+                f"        return _dispatch(levels, {j}, {out}, {asks_j})",
+                f"    out{j}[0] = left",
                 f"    pc_demand = to{j}.pc_demand",
-                f"    to{j}.pc_demand = pc_demand - m if pc_demand > m else 0",
-                "    events = result",
-                "    n = m",
+                f"    to{j}.pc_demand = pc_demand - {m} if pc_demand > {m} else 0",
             )
             level(j + 1, pad + "    ")
-            # Back up: the ask of the level below (``held``), then this level's own.
+            # Back up: the ask of the level below, then this level's own.
             put(
                 pad,
                 "else:",
-                "    held = 0",
+                f"    {below} = 0",
                 f"if inbox{j}:",
-                "    if held:",
-                f"        inbox{j}.append((to{j}._on_ask, sub{j + 1}, held))",
-                f"        posted{j + 1} += held",
+                f"    if {below}:",
+                f"        inbox{j}.append((to{j}._on_ask, sub{j + 1}, {below}))",
+                f"        posted{j + 1} += {below}",
                 f"    return _mail(levels, {j}, {asks_j})",
-                "if held:",
-                f"    if held > d{j}._max:",
-                f"        d{j}._max = held",
-                f"    out{j}[0] += held",
-                f"    to{j}.pc_demand += held",
+                f"if {below}:",
+                f"    if {below} > dmax{j}:",
+                f"        d{j}._max = dmax{j} = {below}",
+                f"    out{j}[0] += {below}",
+                f"    to{j}.pc_demand += {below}",
             )
         else:
             put(pad, f"if inbox{j}:", f"    return _mail(levels, {j}, {asks_j})")
-        put(pad, f"held = ask{j}", "if held:", f"    asked{j} += held")
+        put(pad, f"if {ask}:", f"    asked{j} += {ask}")
 
     level(0, base)
     if timed:
@@ -335,30 +375,27 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
         # Mail for the producer: the ask goes behind it. If the first message is an ask
         # of the chain's own consumer, the loop serves it as the mailbox would (at a
         # small max_demand two asks take turns through the mailbox).
-        "    if held:",
-        "        mailbox.append((on_ask, sub0, held))",
-        "        posted0 += held",
+        "    if demand:",
+        "        mailbox.append((on_ask, sub0, demand))",
+        "        posted0 += demand",
         "    message = mailbox[0]",
         "    if message[1] is not sub0 or message[0] != on_ask:",
         "        return None",
         "    mailbox.popleft()",
-        "    held = message[2]",
-        "    posted0 -= held",
-        "elif not held:",
+        "    demand = message[2]",
+        "    posted0 -= demand",
+        "elif not demand:",
         "    return None",
         "rounds += 1",
-        "if (",
-        "    producer.finishing",
-        "    or rounds == FAIRNESS",
-        "    or not rounds & 15 and (now := clock()) - (began := began or now) > SLICE",
-        "):",
-        "    mailbox.appendleft((on_ask, sub0, held))  # (first: it was the first to wait)",
-        "    posted0 += held",
-        "    return checkpoint() if not rounds & 15 else None  # (FAIRNESS: a multiple of 16)",
-        "if held > dispatcher._max:",
-        "    dispatcher._max = held",
-        "entry[0] += held",
-        "demand = held",
+        # (FAIRNESS is a multiple of 16: the turn is looked at every 16 rounds)
+        f"if producer.finishing or not rounds & 15 and (rounds == {FAIRNESS} or (now := clock())"
+        " - (began := began or now) > SLICE):",
+        "    mailbox.appendleft((on_ask, sub0, demand))  # (first: it was the first to wait)",
+        "    posted0 += demand",
+        "    return checkpoint() if not rounds & 15 else None",
+        "if demand > dmax:",
+        "    dispatcher._max = dmax = demand",
+        "entry[0] += demand",
     )
     return lines
 
