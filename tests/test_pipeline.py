@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import networkx as nx
 import pytest
+from helpers import Counter, Doubler, Forwarder
 from hypothesis import given
 from hypothesis import strategies as st
-from helpers import Counter, Doubler, Forwarder
 
 import genstage_nb as gs
 
@@ -293,4 +293,3 @@ def test_from_iterable_takes_a_sequence_in_order_whatever_the_demands(kind, size
             break
     assert taken == list(range(min(size, sum(demands))))
     assert finished == ([True] if sum(demands) > size else [])
-

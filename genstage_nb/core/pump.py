@@ -277,6 +277,7 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
         ask, below = _ask(j), _ask(j + 1)
         pc = j < k - 1
         e, n = f"e{j}", f"n{j}"
+        out = f"e{j + 1}" if pc else "result"
         put(
             pad,
             f"sent{j} += {n}",
@@ -299,10 +300,9 @@ def _round(k: int, base: str, timed: bool) -> list[str]:
             f"    ds{j}.pending = left",
             "try:",
             # (the watchdog knows this line: HOOK_LINES)
-            f"    {'e%d' % (j + 1) if pc else 'result'} = handle{j}({e})",
+            f"    {out} = handle{j}({e})",
         )
         lap(pad + "    ", j + 1)
-        out = f"e{j + 1}" if pc else "result"
         slow = [
             f"        unhandled{j} += {n}",
             f"        count{j} -= 1",

@@ -25,6 +25,7 @@ from time import perf_counter as clock
 
 BUSY, BACKPRESSURED, IDLE = 0, 1, 2
 
+
 def _clock_read() -> float:
     """Seconds one clock read takes here (the least of a few tries: a try the system
     interrupted reads long)."""
