@@ -16,6 +16,7 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 from .counters import as_events
+from . import messages
 from .messages import BATCHES, CANCEL, EVENTS
 from .timing import BACKPRESSURED, IDLE, clock
 
@@ -35,10 +36,7 @@ class Consuming:
         downstream, and what a failure left in hand."""
         self.producers: dict[Subscription, None] = {}
         self.pc_queue: deque = deque()
-        self.pc_demand = 0
         self._failed_ask: tuple[Subscription, int] | None = None
-        self._demand_in_hand = 0
-        self._demand_in_hand_was = 0  # (what the last handle_demand was asked: timing.py)
         self._rest: tuple[list, int] | None = None  # batches left of a list in hand
 
     async def _subscribe_upstream(self, sub: Subscription) -> None:
@@ -309,12 +307,22 @@ class Consuming:
             )
             self._terminate(reason)
 
+    def _take_failed_ask(self) -> tuple[Subscription, int] | None:
+        """The ask upstream that a failure cut short, taken (None if none)."""
+        failed_ask, self._failed_ask = self._failed_ask, None
+        return failed_ask
+
+    def _take_queued(self) -> list:
+        """Remove and return a producer-consumer's queued input."""
+        received = messages.queued_events(self.pc_queue)
+        self.pc_queue.clear()
+        return received
+
     def _complete(self) -> None:
-        if self.jobs and (self._sent or self._waiting):
-            self._complete_when_drained = True  # once the last result is in
+        if self._complete_once_drained():
             return
         if self.producing:
-            self.finishing = True
+            self.finish()
             self._check_finished()
         elif self.concurrent:
             self._terminate("normal")

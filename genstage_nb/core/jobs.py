@@ -68,6 +68,7 @@ class Jobs:
         self._finished: deque = deque()  # not ordered: the jobs done, in completion order
         self._done_posted = False
         self._complete_when_drained = False
+        self._waiters: anyio.CapacityLimiter | None = None  # (concurrency above 1, on a pool)
         if executor is not None:
             fn = per_event if per_event is not None else stage.handle_events
             hook = "the function of gs.map" if per_event is not None else "handle_events"
@@ -247,6 +248,24 @@ class Jobs:
         if not sent:
             self.time.leave(clock(), rest_mode(self))
         self._complete_if_drained()
+
+    def _take_jobs_input(self) -> list:
+        """Remove and return the batches of the jobs sent out or waiting to be."""
+        received: list = []
+        if self.jobs:
+            for job in (*self._sent, *self._waiting):
+                received.extend(job.batch)
+            self._sent.clear()
+            self._waiting.clear()
+        return received
+
+    def _complete_once_drained(self) -> bool:
+        """The stage's producers have ended with jobs in flight: it completes once the
+        last result is in (True); False if none is in flight."""
+        if self.jobs and (self._sent or self._waiting):
+            self._complete_when_drained = True
+            return True
+        return False
 
     def _complete_if_drained(self) -> None:
         """The stage's producers have ended: it completes once no job is left (after

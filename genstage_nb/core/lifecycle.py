@@ -36,6 +36,16 @@ log = logging.getLogger("genstage_nb")
 class Lifecycle:
     """The lifecycle role of ``Process``: the task, failures, restarts, the end."""
 
+    def _init_lifecycle(self, stage: Any) -> None:
+        """Not stopped; no hook at work; the stage's retry policy."""
+        self.stopped = False
+        self.stop_reason: Any = None
+        self.current: list = []  # the events of the hook at work
+        self.current_hook = ""
+        self.retry = getattr(stage, "retry", None)
+        self._attempts: list = []  # exceptions of a retried call that failed for good
+        self._final_failure: Failure | None = None
+
     def _may_restart(self, restarts: deque[float]) -> bool:
         stage = self.stage
         if stage.restart == "temporary" or self.stopped:
@@ -88,36 +98,8 @@ class Lifecycle:
     def _take_unhandled(self) -> list:
         """Remove and return every event this stage holds but will never handle or send
         (input first, then output), counting them."""
-        received: list = []
-        if self.jobs:
-            for job in (*self._sent, *self._waiting):
-                received.extend(job.batch)
-            self._sent.clear()
-            self._waiting.clear()
-        kept = []
-        for message in self.mailbox:
-            if messages.kind_of(message) in (messages.EVENTS_IN, messages.BATCHES_IN):
-                received.extend(messages.events_in(message))
-            else:
-                kept.append(message)
-        self.mailbox.clear()
-        self.mailbox.extend(kept)
-        received.extend(messages.queued_events(self.pc_queue))
-        self.pc_queue.clear()
-        made: list = []
-        if self.producing:
-            for kind, value in self.accumulated:
-                if kind == "dispatch":
-                    made.extend(value)
-            self.accumulated.clear()
-            made.extend(self.buffer.take_all())
-        made.extend(self._undispatched)
-        self._undispatched = []
-        for _, events in self._held:  # accepted, held back by the rate limit: not sent
-            made.extend(events)
-        self.counters.accepted -= self._held_count
-        self._held.clear()
-        self._held_count = 0
+        received = self._take_jobs_input() + self._take_mail_input() + self._take_queued()
+        made = self._take_made() + self._take_held()
         self.counters.unhandled_in += len(received)
         self.counters.unhandled_out += len(made)
         return received + made
@@ -251,12 +233,7 @@ class Lifecycle:
 
     async def _on_stop_request(self, _: Any, __: Any) -> None:
         if self.kind == "producer":
-            self.finishing = True
-            self.accumulating = False
-            pending, self.accumulated = self.accumulated, []
-            for kind, value in pending:
-                if kind == "dispatch":
-                    self._dispatch(value)
+            self._stop_making()
         elif not self.producers:
             self._complete()
 

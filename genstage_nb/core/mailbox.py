@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.lowlevel import checkpoint
 
+from . import messages
 from .timing import SLICE, clock
 
 if TYPE_CHECKING:
@@ -67,6 +68,19 @@ class Mailbox:
         self.inline = True  # (a ConcurrentConsumer too)
         self._resume = None
         self._inline_error = None
+
+    def _take_mail_input(self) -> list:
+        """Remove and return the events waiting in the mailbox (other mail stays)."""
+        received: list = []
+        kept = []
+        for message in self.mailbox:
+            if messages.kind_of(message) in (messages.EVENTS_IN, messages.BATCHES_IN):
+                received.extend(messages.events_in(message))
+            else:
+                kept.append(message)
+        self.mailbox.clear()
+        self.mailbox.extend(kept)
+        return received
 
     def post(self, handler: Any, a: Any = None, b: Any = None) -> None:
         if self.stopped:

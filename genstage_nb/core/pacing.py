@@ -15,6 +15,17 @@ from .timing import BACKPRESSURED, clock
 class Pacing:
     """The pacing role of ``Process`` (producers and producer-consumers)."""
 
+    def _take_held(self) -> list:
+        """Remove and return the events the rate limit holds back (accepted, not sent:
+        no longer counted as accepted)."""
+        made: list = []
+        for _, events in self._held:
+            made.extend(events)
+        self.counters.accepted -= self._held_count
+        self._held.clear()
+        self._held_count = 0
+        return made
+
     def _init_pacing(self, stage: Any) -> None:
         """The rate limit's window (fresh per run) and the deliveries it holds back."""
         rate = getattr(stage, "rate_limit", None)

@@ -104,8 +104,8 @@ class Pausing:
         resume, skip = self._redo if self._redo is not None else (None, None)
         self._redo = None
         self._on_restart = None
-        self._failed_ask = None  # the redo (or the skip) asks
-        demand, self._demand_in_hand = self._demand_in_hand, 0
+        self._take_failed_ask()  # the redo (or the skip) asks
+        demand = self._take_demand_in_hand()
         if resume is None and self.current_hook == "handle_demand":
             # No events to keep: the demand in hand is served again (or by the next call).
             def resume() -> Any:

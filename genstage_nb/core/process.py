@@ -8,6 +8,7 @@ mailbox, restart on a failure if allowed):
 - ``lifecycle.py``: failures, restarts, termination, messages from outside;
 - ``producing.py``: demand in, events out through the dispatcher and the buffer
   (``pump.py`` drives a chain of single-consumer links in one loop);
+- ``accumulating.py``: ``demand="accumulate"``, demand (and events) kept until forwarded;
 - ``buffering.py``: what a producer makes beyond demand, waiting in its buffer;
 - ``pacing.py``: ``rate_limit=``, events held back until the window has room;
 - ``consuming.py``: subscriptions, batches, asks upstream, the producer-consumer queue;
@@ -32,6 +33,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from . import messages
+from .accumulating import Accumulating
 from .buffering import Buffering
 from .concurrent import ConcurrentEvents
 from .consuming import Consuming
@@ -70,7 +72,16 @@ def fits_loop(stage: Any) -> bool:
 
 
 class Process(
-    Lifecycle, Pausing, Mailbox, Producing, Buffering, Pacing, Consuming, Jobs, ConcurrentEvents
+    Lifecycle,
+    Pausing,
+    Mailbox,
+    Producing,
+    Accumulating,
+    Buffering,
+    Pacing,
+    Consuming,
+    Jobs,
+    ConcurrentEvents,
 ):
     """Serves one stage's mailbox for one run of its pipeline."""
 
@@ -80,23 +91,16 @@ class Process(
         self.kind = stage.kind
         self.supervisor = supervisor
         self.pc = self.kind == "producer_consumer"
-        # The task and its end (lifecycle.py).
         self.status = "idle"
         self.running = False
-        self.stopped = False
-        self.stop_reason: Any = None
-        self.current: list = []  # the events of the hook at work
-        self.current_hook = ""
-        self.retry = getattr(stage, "retry", None)
-        self._attempts: list = []  # exceptions of a retried call that failed for good
-        self._final_failure: Failure | None = None
-        self._task_group: Any = None
+        self._task_group: Any = None  # (of a stage with workers, while it runs)
         self.counters = Counters()
         self.time = StageTime()  # busy / back-pressured / idle (timing.py)
         # Fused loops before the next timed round, and rounds since the last (pump.py).
         self._until_timed = 0
         self._untimed = 0
         # Each role's own state (its _init_ method says what it holds).
+        self._init_lifecycle(stage)
         self._init_mailbox()
         self._init_producing(stage)
         self._init_consuming()
@@ -176,13 +180,13 @@ class Process(
         self._record_job_errors(restarted)
         if restarted:
             # Events made but refused by the dispatcher are lost either way.
-            unhandled, self._undispatched = self._undispatched, []
+            unhandled = self._take_refused()
             self.counters.unhandled_out += len(unhandled)
         else:
             unhandled = self._take_unhandled()
         self._record_failure(exc, restarted, unhandled)
-        failed_ask, self._failed_ask = self._failed_ask, None
-        lost_demand, self._demand_in_hand = self._demand_in_hand, 0
+        failed_ask = self._take_failed_ask()
+        lost_demand = self._take_demand_in_hand()
         if not restarted:
             self.status = "failed"
             self._terminate(exc)

@@ -38,10 +38,14 @@ class Producing:
         if self.producing:
             self.dispatcher = stage._new_dispatcher()
         self._init_buffering(stage)
-        self.accumulating = getattr(stage, "_demand_mode", "forward") == "accumulate"
-        self.accumulated: list[tuple[str, Any]] = []
+        self._init_accumulating(stage)
         self.finishing = False
         self._undispatched: list = []  # made, refused by the dispatcher (a failure)
+        # Demand from downstream (a producer-consumer's), and the demand handed to
+        # handle_demand (what a failure left in hand; the last one: timing.py).
+        self.pc_demand = 0
+        self._demand_in_hand = 0
+        self._demand_in_hand_was = 0
 
     async def _on_subscribe(self, sub: Subscription, _: Any) -> None:
         self.current_hook = "handle_subscribe"
@@ -264,6 +268,31 @@ class Producing:
     def finish(self) -> None:
         self.finishing = True
 
+    def _stop_making(self) -> None:
+        """A stop request: a producer makes no more events; the demand it accumulated
+        is let go, what it made beyond demand is dispatched."""
+        self.finishing = True
+        self._stop_accumulating()
+
+    def _take_made(self) -> list:
+        """Remove and return the events made and not sent (accumulated, buffered, refused
+        by the dispatcher)."""
+        made: list = []
+        if self.producing:
+            made.extend(self._take_accumulated())
+            made.extend(self.buffer.take_all())
+        return made + self._take_refused()
+
+    def _take_refused(self) -> list:
+        """Remove and return the events the dispatcher refused (a failure's)."""
+        refused, self._undispatched = self._undispatched, []
+        return refused
+
+    def _take_demand_in_hand(self) -> int:
+        """The demand handed to a handle_demand that failed, taken (0 if none)."""
+        demand, self._demand_in_hand = self._demand_in_hand, 0
+        return demand
+
     def _check_finished(self) -> None:
         if self.kind == "consumer":
             return
@@ -278,33 +307,8 @@ class Producing:
     def buffered(self) -> int:
         if not self.producing:
             return 0
-        held = sum(len(e) for kind, e in self.accumulated if kind == "dispatch")
+        held = self._accumulated_events()
         return len(self.buffer) + self.dispatcher.buffered() + held + self._held_count
-
-    def set_demand_mode(self, mode: str) -> None:
-        self.post(self._on_demand_mode, mode)
-
-    async def _on_demand_mode(self, mode: str, _: Any) -> None:
-        if mode == "accumulate":
-            self.accumulating = True
-            return
-        self.accumulating = False
-        pending, self.accumulated = self.accumulated, []
-        for i, (kind, value) in enumerate(pending):
-            try:
-                if kind == "dispatch":
-                    self._dispatch(value)
-                else:
-                    more = self._on_demand(value)
-                    if more is not None:
-                        await more
-            except Exception:
-                # What is left is released after the restart (or the resume) all the same.
-                rest = pending[i + 1 :]
-                if rest:
-                    self.accumulated = rest + self.accumulated
-                    self.mailbox.appendleft((self._on_demand_mode, "forward", None))
-                raise
 
     def outstanding_demand(self) -> int:
         """Demand asked of this stage by its consumers and not yet served."""

@@ -328,7 +328,7 @@ class Producer(_Producing):
         else:
             self._demand_mode = mode
             if proc is not None and not proc.stopped:
-                proc.accumulating = mode == "accumulate"
+                proc.preset_demand_mode(mode)
 
 
 class ProducerConsumer(_Producing):
