@@ -97,7 +97,7 @@ class Progress:
             return
         self.shown, self.tenth = now, tenth
         crowd = self.pipeline.stages["crowd"] if self.pipeline else None
-        waiting = crowd.buffered if crowd is not None else 0
+        waiting = crowd.buffered if isinstance(crowd, Producer) else 0
         bar = "#" * (30 * signed // self.total)
         line = (
             f"[{bar:<30}] {signed:>6}/{self.total} signed  "

@@ -202,11 +202,11 @@ class Metrics:
         """
         import pandas as pd
 
-        records = []
+        records: list[tuple[float, str, str, float]] = []
         # Rates are taken over at least half an interval: a sample right after another
         # (the last one, at the end of a run) would give a meaningless spike.
         min_span = 0.5 * (self._pipeline.metrics_interval or 0.0)
-        previous: dict[str, tuple[float, int, float, tuple, tuple]] = {}
+        previous: dict[str, tuple[float, float, float, tuple, tuple]] = {}
         for t, row in self._samples:
             for name, stats in row.items():
                 values: dict[str, float] = {field: stats.counts[field] for field in _COUNTED}

@@ -184,6 +184,7 @@ def _node_style(
 ) -> tuple[list, list, list]:
     """Each node's fill (its kind, or how busy it is), outline colour (its status) and
     outline width (the bottleneck's is thick)."""
+    colours: list[Any]
     if busy is None:
         colours = [
             FAILED_COLOUR
@@ -229,7 +230,7 @@ def _legend(busy: bool, bottleneck: str | None) -> list:
     return handles
 
 
-def _patch(colour: str, label: str) -> Any:
+def _patch(colour: Any, label: str) -> Any:
     from matplotlib.patches import Patch
 
     return Patch(facecolor=colour, label=label)

@@ -70,6 +70,7 @@ class _StreamSink(Consumer):
         if edge is not None and edge["subscription"] is subscription:
             pipeline.unlink(subscription)
         process = self._process
+        assert process is not None  # (a stream runs in its pipeline)
         process.post(process._on_stop_request)
 
 

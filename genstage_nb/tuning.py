@@ -293,7 +293,7 @@ class Tuner:
                     if await self._measure(ended) is None:
                         return
                     continue
-                self._done.add(name)
+                self._done.add(str(name))
                 self._links = links
                 value = max(sub.max_demand for sub in links)
                 self._apply(value)
@@ -309,7 +309,7 @@ class Tuner:
             was_settled = self._rule.settled
             new = self._rule.observe(throughput, self._in_flight())
             if was_settled and not self._rule.settled:
-                self._done = {self._name}  # the workload changed: tune again
+                self._done = {str(self._name)}  # the workload changed: tune again
             if self._rule.settled and not self._pending_links():
                 self._settled_event().set()
             if new is not None:

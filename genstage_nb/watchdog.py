@@ -216,7 +216,7 @@ class Watchdog:
                     continue  # blocked outside any stage (a notebook cell, say): not ours
                 stage, hook, where, asynchronous = found
                 record = SlowHandler(
-                    stage.name,
+                    str(stage.name),
                     hook,
                     where,
                     beat - self._t0,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .roles import Role
 
-class Accumulating:
+
+class Accumulating(Role):
     """The accumulating role of ``Process`` (producers)."""
 
     accumulating: bool

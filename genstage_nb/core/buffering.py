@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from .buffer import Buffer
+from .roles import Role
 
 log = logging.getLogger("genstage_nb")
 
@@ -16,8 +17,12 @@ log = logging.getLogger("genstage_nb")
 GROWING_FLOOR, GROWING_CAP = 10_000, 100_000
 
 
-class Buffering:
+class Buffering(Role):
     """The buffering role of ``Process`` (producers and producer-consumers)."""
+
+    # Its state (set by _init_buffering):
+    buffer_warned: bool
+    buffer: Buffer
 
     def _init_buffering(self, stage: Any) -> None:
         """The buffer, empty (fresh per run)."""

@@ -16,24 +16,32 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.lowlevel import checkpoint
 
+from .roles import Role
 from .timing import BUSY, IDLE, SLICE, clock
 
 if TYPE_CHECKING:
     from .subscription import Subscription
 
 
-class ConcurrentEvents:
+class ConcurrentEvents(Role):
     """The concurrent-consumer role of ``Process``."""
+
+    # Its state (set by _init_concurrent):
+    concurrent: bool
+    _in_flight: dict[Subscription, list[int]]
+    _event_queue: deque
+    _idle_event_workers: deque
+    _events_at_work: dict[object, tuple[Subscription, Any]]
 
     def _init_concurrent(self, stage: Any) -> None:
         """A ConcurrentConsumer's events in flight, per subscription, and its workers."""
         self.concurrent = hasattr(stage, "handle_event")
-        self._in_flight: dict[Subscription, list[int]] = {}  # [done, running]
-        self._event_queue: deque = deque()  # (subscription, event) to handle
-        self._idle_event_workers: deque = deque()
+        self._in_flight = {}  # [done, running]
+        self._event_queue = deque()  # (subscription, event) to handle
+        self._idle_event_workers = deque()
         # Events a worker is handling now: a restart (which cancels the workers) puts
         # them back first in the queue, so that none is lost.
-        self._events_at_work: dict[object, tuple[Subscription, Any]] = {}
+        self._events_at_work = {}
 
     def _start_events(self, sub: Subscription, events: list) -> None:
         state = self._in_flight.setdefault(sub, [0, 0])
@@ -122,7 +130,7 @@ class ConcurrentEvents:
         self._in_flight.setdefault(sub, [0, 0])[1] -= 1
         self.current, self.current_hook = [event], "handle_event"
         self._record_failure(exc, False)
-        self.supervisor._stage_failed(self, exc)
+        self.supervisor._stage_failed(self.process, exc)
 
     def _on_event_failed(self, exc: BaseException, failed: tuple) -> None:
         # (Not async: served inline in another stage's task, it raises there and becomes

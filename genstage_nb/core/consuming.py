@@ -15,9 +15,10 @@ from collections import deque
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
-from .counters import as_events
 from . import messages
+from .counters import as_events
 from .messages import BATCHES, CANCEL, EVENTS
+from .roles import Role
 from .timing import BACKPRESSURED, IDLE, clock
 
 if TYPE_CHECKING:
@@ -28,16 +29,22 @@ log = logging.getLogger("genstage_nb")
 _NORMAL_REASONS = ("normal", "shutdown")
 
 
-class Consuming:
+class Consuming(Role):
     """The consumer role of ``Process`` (consumers and producer-consumers)."""
+
+    # Its state (set by _init_consuming):
+    producers: dict[Subscription, None]
+    pc_queue: deque
+    _failed_ask: tuple[Subscription, int] | None
+    _rest: tuple[list, int] | None
 
     def _init_consuming(self) -> None:
         """Subscriptions upstream, a producer-consumer's input queue and the demand from
         downstream, and what a failure left in hand."""
-        self.producers: dict[Subscription, None] = {}
-        self.pc_queue: deque = deque()
-        self._failed_ask: tuple[Subscription, int] | None = None
-        self._rest: tuple[list, int] | None = None  # batches left of a list in hand
+        self.producers = {}
+        self.pc_queue = deque()
+        self._failed_ask = None
+        self._rest = None  # batches left of a list in hand
 
     async def _subscribe_upstream(self, sub: Subscription) -> None:
         """Consumer side of a new subscription: announce it, then ask (automatic)."""
@@ -299,12 +306,8 @@ class Consuming:
                     self._complete()
             return
         if sub.cancel in ("permanent", "transient"):
-            log.info(
-                "stage %r is stopping after its producer %r ended with: %r",
-                self.name,
-                sub.producer.name,
-                reason,
-            )
+            ended = (self.name, sub.producer.name, reason)
+            log.info("stage %r is stopping after its producer %r ended with: %r", *ended)
             self._terminate(reason)
 
     def _take_failed_ask(self) -> tuple[Subscription, int] | None:
@@ -324,8 +327,6 @@ class Consuming:
         if self.producing:
             self.finish()
             self._check_finished()
-        elif self.concurrent:
-            self._terminate("normal")
         else:
             self._terminate("normal")
 

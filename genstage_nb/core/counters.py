@@ -31,6 +31,22 @@ class Counters:
         "retried",  # hook calls made again (retry=)
     )
 
+    events_in: int
+    events_out: int
+    made: int
+    accepted: int
+    handled: int
+    demand_in: int
+    demand_out: int
+    dropped: int
+    discarded: int
+    failed: int
+    unhandled_in: int
+    unhandled_out: int
+    batches: int
+    restarts: int
+    retried: int
+
     def __init__(self) -> None:
         for slot in self.__slots__:
             setattr(self, slot, 0)

@@ -7,7 +7,7 @@ from itertools import islice
 from operator import length_hint
 from typing import Any
 
-from .stage import Consumer, Producer, ProducerConsumer
+from .stage import Consumer, Producer, ProducerConsumer, Stage
 
 #: From this demand on, a sequence's events are taken as a slice (instructions per event,
 #: valgrind: at 10 an iterator costs 500 where a slice costs 630; at 1000, 206 and 161).
@@ -23,7 +23,7 @@ class IterableProducer(Producer):
         super().__init__(**options)
         if isinstance(iterable, AsyncIterable):
             self._aiter = aiter(iterable)
-            self.handle_demand = self._take_async  # type: ignore[method-assign]
+            self.handle_demand = self._take_async  # type: ignore[method-assign,assignment]
         elif isinstance(iterable, (range, list, tuple)):
             # Sequences are sliced, not iterated item by item; their iterator says
             # where the stage stands (it is what a demand of 1 takes from).
@@ -44,7 +44,7 @@ class IterableProducer(Producer):
         return events
 
     def _take_slice(self, demand: int) -> list:
-        source = self._iter  # (where the stage stands in the sequence)
+        source: Any = self._iter  # (where the stage stands in the sequence)
         if demand == 1:  # one at a time (max_demand 1): the cheapest take
             for event in source:
                 return [event]
@@ -87,7 +87,7 @@ def from_iterable(iterable: Iterable | AsyncIterable, **options: Any) -> Produce
     return IterableProducer(iterable, **options)
 
 
-def _wrap(cls: type, hook: str, fn: Any, options: dict) -> Any:
+def _wrap(cls: type[Stage], hook: str, fn: Any, options: dict) -> Any:
     if fn is None:
         return lambda f: _wrap(cls, hook, f, options)
     if not callable(fn):
@@ -248,6 +248,7 @@ class Batcher(ProducerConsumer):
         async def later() -> None:
             import anyio
 
+            assert process is not None and self.timeout is not None  # (a timed batcher's)
             await anyio.sleep(self.timeout)
             if process.running and not process.stopped:
                 self.send(("flush", generation))

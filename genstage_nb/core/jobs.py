@@ -31,6 +31,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from .remote import Job, _is_async, check_picklable, submitter
+from .roles import Role
 from .timing import BUSY, SLICE, clock, rest_mode
 
 if TYPE_CHECKING:
@@ -41,8 +42,26 @@ def _async_hook(stage: Any) -> bool:
     return _is_async(stage.handle_events)
 
 
-class Jobs:
+class Jobs(Role):
     """The jobs role of ``Process``."""
+
+    # Its state (set by _init_jobs):
+    executor: Any
+    jobs: bool
+    concurrency: int
+    jobs_on_loop: bool
+    per_event: bool
+    ordered: bool
+    _map_fn: Any
+    _submit_to: Any
+    _waiting: deque
+    _sent: deque
+    _jobs_ready: deque
+    _idle: deque
+    _finished: deque
+    _done_posted: bool
+    _complete_when_drained: bool
+    _waiters: anyio.CapacityLimiter | None
 
     def _init_jobs(self, stage: Any) -> None:
         """Whether the stage's work goes out as jobs (an executor, ``gs.map``, or
@@ -60,15 +79,15 @@ class Jobs:
         self.ordered = getattr(stage, "_gs_ordered", True)
         self._map_fn = per_event  # gs.map's function; else handle_events, looked up at each
         # call so that code swapped in place (a re-run %%stage cell) takes effect
-        self._submit_to: Any = None
-        self._waiting: deque = deque()
-        self._sent: deque = deque()
-        self._jobs_ready: deque = deque()  # on the loop: jobs sent, not yet taken by a worker
-        self._idle: deque = deque()  # on the loop: the wake-up events of the idle workers
-        self._finished: deque = deque()  # not ordered: the jobs done, in completion order
+        self._submit_to = None
+        self._waiting = deque()
+        self._sent = deque()
+        self._jobs_ready = deque()  # on the loop: jobs sent, not yet taken by a worker
+        self._idle = deque()  # on the loop: the wake-up events of the idle workers
+        self._finished = deque()  # not ordered: the jobs done, in completion order
         self._done_posted = False
         self._complete_when_drained = False
-        self._waiters: anyio.CapacityLimiter | None = None  # (concurrency above 1, on a pool)
+        self._waiters = None  # (concurrency above 1, on a pool)
         if executor is not None:
             fn = per_event if per_event is not None else stage.handle_events
             hook = "the function of gs.map" if per_event is not None else "handle_events"

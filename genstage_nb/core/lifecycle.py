@@ -18,13 +18,14 @@ import time
 import traceback
 from collections import deque
 from inspect import isawaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
 from . import messages
 from .counters import as_events
 from .errors import Failure
+from .roles import Role
 from .stage import Stage
 
 if TYPE_CHECKING:
@@ -33,18 +34,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("genstage_nb")
 
 
-class Lifecycle:
+class Lifecycle(Role):
     """The lifecycle role of ``Process``: the task, failures, restarts, the end."""
+
+    # Its state (set by _init_lifecycle):
+    stopped: bool
+    stop_reason: Any
+    current: list
+    current_hook: str
+    retry: Any
+    _attempts: list
+    _final_failure: Failure | None
 
     def _init_lifecycle(self, stage: Any) -> None:
         """Not stopped; no hook at work; the stage's retry policy."""
         self.stopped = False
-        self.stop_reason: Any = None
-        self.current: list = []  # the events of the hook at work
+        self.stop_reason = None
+        self.current = []  # the events of the hook at work
         self.current_hook = ""
         self.retry = getattr(stage, "retry", None)
-        self._attempts: list = []  # exceptions of a retried call that failed for good
-        self._final_failure: Failure | None = None
+        self._attempts = []  # exceptions of a retried call that failed for good
+        self._final_failure = None
 
     def _may_restart(self, restarts: deque[float]) -> bool:
         stage = self.stage
@@ -80,7 +90,7 @@ class Lifecycle:
         self.current = []
         if not restarted and not paused:
             self._final_failure = failure
-        self.supervisor._record_failure(self, failure)
+        self.supervisor._record_failure(self.process, failure)
         if paused:
             then = f" (paused: fix it, then resume({self.name!r}) or skip({self.name!r}))"
         else:
@@ -285,7 +295,13 @@ def _close_unstarted(coro: Any) -> None:
     coro.close()
 
 
+@overload
+def first_leaf(error: Exception) -> Exception: ...
+@overload
+def first_leaf(error: BaseException) -> BaseException: ...
 def first_leaf(error: BaseException) -> BaseException:
+    """The first exception of a (nested) group, or ``error`` itself (the leaves of an
+    ``ExceptionGroup`` are ``Exception``s)."""
     exc = error
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]

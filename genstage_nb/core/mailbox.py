@@ -18,11 +18,11 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from . import messages
+from .roles import Role
 from .timing import SLICE, clock
 
 if TYPE_CHECKING:
     from .subscription import Subscription
-    from .supervisor import Supervisor
 
 #: Messages served in a row before the task lets others run.
 FAIRNESS = 256
@@ -41,7 +41,7 @@ class _Reply:
         self.error: BaseException | None = None
 
 
-class Mailbox:
+class Mailbox(Role):
     """The mailbox role of ``Process``: posting, serving inline, the serving loop.
 
     State (``_init_mailbox``): ``mailbox``, ``_wakeup``, ``_parked``,
@@ -54,10 +54,6 @@ class Mailbox:
     inline: bool
     _resume: Any
     _inline_error: BaseException | None
-    stopped: bool
-    finishing: bool
-    supervisor: Supervisor
-    name: str
 
     def _init_mailbox(self) -> None:
         """The mailbox's state, empty."""

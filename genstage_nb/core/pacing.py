@@ -9,11 +9,18 @@ from typing import Any
 import anyio
 
 from .policies import RateLimit
+from .roles import Role
 from .timing import BACKPRESSURED, clock
 
 
-class Pacing:
+class Pacing(Role):
     """The pacing role of ``Process`` (producers and producer-consumers)."""
+
+    # Its state (set by _init_pacing):
+    rate: RateLimit | None
+    _held: deque
+    _held_count: int
+    _release_at: float | None
 
     def _take_held(self) -> list:
         """Remove and return the events the rate limit holds back (accepted, not sent:
@@ -30,14 +37,15 @@ class Pacing:
         """The rate limit's window (fresh per run) and the deliveries it holds back."""
         rate = getattr(stage, "rate_limit", None)
         self.rate = RateLimit(*rate) if rate is not None else None
-        self._held: deque = deque()  # (subscription, events) the rate limit holds back
+        self._held = deque()  # (subscription, events) the rate limit holds back
         self._held_count = 0
-        self._release_at: float | None = None
+        self._release_at = None
 
     def _pace(self, deliveries: list) -> list:
         """``rate_limit=``: what may go now goes; the rest waits, in order, with the
         demand it answers (back-pressure), and goes when the window has room."""
-        held = self._held
+        held, rate = self._held, self.rate
+        assert rate is not None  # (only a stage with rate_limit= paces)
         for delivery in deliveries:
             held.append(delivery)
             self._held_count += len(delivery[1])
@@ -45,7 +53,7 @@ class Pacing:
         out = []
         while held:
             sub, events = held[0]
-            j = self.rate.allow(now, len(events))
+            j = rate.allow(now, len(events))
             if j == 0:
                 break
             if j < len(events):
@@ -58,7 +66,7 @@ class Pacing:
             out.append((sub, events))
         if held:
             self.time.rest_as(now, BACKPRESSURED)  # waiting for the window: held back
-            self._release_later(self.rate.next_free(now) - now)
+            self._release_later(rate.next_free(now) - now)
         return out
 
     def _release_later(self, delay: float) -> None:

@@ -200,7 +200,7 @@ class PartitionDispatcher:
     # event is appended through a table of bound appends.
 
     def _table(self) -> tuple[list[tuple[Any, list]], dict]:
-        buckets = [(name, []) for name in self.names]
+        buckets: list[tuple[str, list[Any]]] = [(name, []) for name in self.names]
         return buckets, {name: bucket.append for name, bucket in buckets}
 
     def _sort_by_index(self, events: list) -> list[tuple[Any, list]] | None:
@@ -208,9 +208,9 @@ class PartitionDispatcher:
         quickest lookup). Returns None, having switched to the dict table for good, at
         the first hash that is not such an index (None, a discard, among them)."""
         lists: list[list] = [[] for _ in self.names]
-        appends = [bucket.append for bucket in lists]
+        appends: list[Any] = [bucket.append for bucket in lists]
         appends += self._not_indexes  # -N .. -1 land here, not on another partition
-        hash_fn = self._hash
+        hash_fn: Any = self._hash  # (returns a partition's index)
         try:
             for event in events:
                 appends[hash_fn(event)](event)

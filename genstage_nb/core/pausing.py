@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .lifecycle import first_leaf
+from .roles import Role
 from .timing import BUSY, IDLE, clock
 
 if TYPE_CHECKING:
@@ -37,19 +38,29 @@ if TYPE_CHECKING:
 RESUME, SKIP, STOP = "resume", "skip", "stop"
 
 
-class Pausing:
+class Pausing(Role):
     """The pausing role of ``Process``."""
+
+    # Its state (set by _init_pausing):
+    _init_done: bool
+    _restarting: bool | None
+    _redo: tuple | None
+    _on_restart: Any
+    _restart_steps: list
+    paused: Failure | None
+    _go_on: anyio.Event | None
+    _decision: str | None
 
     def _init_pausing(self) -> None:
         """A failure for good may pause the stage: how it goes on, once decided."""
         self._init_done = False
-        self._restarting: bool | None = None
-        self._redo: tuple | None = None  # how to call a failed hook again, or skip it
-        self._on_restart: Any = None  # what a restart does about the failed step
-        self._restart_steps: list = []  # run by _start after a restart's init
-        self.paused: Failure | None = None
-        self._go_on: anyio.Event | None = None
-        self._decision: str | None = None
+        self._restarting = None
+        self._redo = None  # how to call a failed hook again, or skip it
+        self._on_restart = None  # what a restart does about the failed step
+        self._restart_steps = []  # run by _start after a restart's init
+        self.paused = None
+        self._go_on = None
+        self._decision = None
 
     async def _live(self, restarts: deque[float]) -> None:
         """Start (``init`` and the subscriptions), then serve until the stage ends.
@@ -77,7 +88,7 @@ class Pausing:
                 if starting:
                     await self._start()
                     starting = False
-                    self.supervisor._started(self)
+                    self.supervisor._started(self.process)
                 await self._serve()
                 return
             except Exception as error:
@@ -119,15 +130,16 @@ class Pausing:
         self.paused = failure
         self._go_on = anyio.Event()
         self._decision = None
-        self.supervisor._stage_paused(self, failure)
+        self.supervisor._stage_paused(self.process, failure)
         try:
             await self._go_on.wait()
         finally:
             self._go_on = None
             self.paused = None
         decision = self._decision
+        assert decision is not None  # (set by _unpause before it sets _go_on)
         self.status = "running"
-        self.supervisor._stage_unpaused(self, failure, decision)
+        self.supervisor._stage_unpaused(self.process, failure, decision)
         if decision in (RESUME, STOP):
             # The failed batch is not failed after all: it is handled again now (or,
             # when stopping, recorded again with what else the stage leaves unhandled).

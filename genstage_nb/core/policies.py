@@ -138,7 +138,7 @@ class Retry:
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self.jitter = jitter
-        wait = wait_exponential(multiplier=self.backoff, max=self.max_backoff)
+        wait: Any = wait_exponential(multiplier=self.backoff, max=self.max_backoff)
         if jitter and self.backoff > 0:
             wait = wait + wait_random(0, self.backoff)
         self._wait = wait
@@ -153,7 +153,8 @@ class Retry:
         class _State:  # what tenacity's wait strategies read
             attempt_number = failed
 
-        return min(float(self._wait(_State())), self.max_backoff) if self.backoff else 0.0
+        state: Any = _State()
+        return min(float(self._wait(state)), self.max_backoff) if self.backoff else 0.0
 
     def __repr__(self) -> str:
         names = ", ".join(k.__name__ for k in self.on)

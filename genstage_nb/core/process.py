@@ -38,7 +38,6 @@ from .buffering import Buffering
 from .concurrent import ConcurrentEvents
 from .consuming import Consuming
 from .counters import Counters, as_events
-from .errors import Failure
 from .jobs import Jobs
 from .lifecycle import Lifecycle, discard_unstarted, first_leaf
 from .mailbox import Mailbox
@@ -103,6 +102,9 @@ class Process(
         self._init_lifecycle(stage)
         self._init_mailbox()
         self._init_producing(stage)
+        self._init_accumulating(stage)
+        self._init_buffering(stage)  # (by what _init_producing found)
+        self._init_pacing(stage)
         self._init_consuming()
         self._init_concurrent(stage)
         self._init_pausing()
@@ -298,7 +300,7 @@ class Process(
         """Cancelled (a stop's timeout, another stage's failure) with failures not yet
         served: an event's failure in the mailbox, a job that failed. Each is recorded."""
         if self.concurrent:
-            kept = deque()
+            kept: deque = deque()
             for message in self.mailbox:
                 if messages.kind_of(message) == messages.EVENT_FAILED:
                     _, a, b = message

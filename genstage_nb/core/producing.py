@@ -18,29 +18,37 @@ from typing import TYPE_CHECKING, Any
 
 from . import pump as _fused
 from .counters import as_events
+from .roles import Role
 from .timing import BACKPRESSURED, IDLE, clock
 
 if TYPE_CHECKING:
+    from .dispatchers import Dispatcher
     from .subscription import Subscription
 
 log = logging.getLogger("genstage_nb")
 
 
-class Producing:
+class Producing(Role):
     """The producer role of ``Process`` (producers and producer-consumers)."""
 
+    # Its state (set by _init_producing):
+    producing: bool
+    consumers: dict[Subscription, None]
+    finishing: bool
+    _undispatched: list
+    pc_demand: int
+    _demand_in_hand: int
+    _demand_in_hand_was: int
+    dispatcher: Dispatcher
+
     def _init_producing(self, stage: Any) -> None:
-        """Subscriptions downstream, the dispatcher and buffer (fresh per run), the
-        rate limit's window (pacing.py), the accumulated demand."""
+        """Subscriptions downstream, the dispatcher (fresh per run), the demand."""
         self.producing = hasattr(stage, "emit")
-        self._init_pacing(stage)
-        self.consumers: dict[Subscription, None] = {}
+        self.consumers = {}
         if self.producing:
             self.dispatcher = stage._new_dispatcher()
-        self._init_buffering(stage)
-        self._init_accumulating(stage)
         self.finishing = False
-        self._undispatched: list = []  # made, refused by the dispatcher (a failure)
+        self._undispatched = []  # made, refused by the dispatcher (a failure)
         # Demand from downstream (a producer-consumer's), and the demand handed to
         # handle_demand (what a failure left in hand; the last one: timing.py).
         self.pc_demand = 0
@@ -100,9 +108,9 @@ class Producing:
                 self.accumulated.append(("demand", demand))
             else:
                 if self.fusable and _fused.enabled:
-                    levels = _fused.chain(self)
+                    levels = _fused.chain(self)  # type: ignore[arg-type]  # (self: a Process)
                     if levels:
-                        return _fused.pump(self, demand, levels)
+                        return _fused.pump(self, demand, levels)  # type: ignore[arg-type]
                     if levels is not None and self._wakeup is not None:
                         # Served inline by a stage of the chain, which is at work: the
                         # stage's own task drives the chain once that stage is done.
@@ -111,8 +119,12 @@ class Producing:
         return None
 
     async def _pump_later(self, demand: int) -> None:
-        levels = _fused.chain(self)
-        pending = _fused.pump(self, demand, levels) if levels else self._handle_demand(demand)
+        levels = _fused.chain(self)  # type: ignore[arg-type]  # (self: a Process)
+        pending = (
+            _fused.pump(self, demand, levels)  # type: ignore[arg-type]
+            if levels
+            else self._handle_demand(demand)
+        )
         if pending is not None:
             await pending
 
@@ -263,7 +275,11 @@ class Producing:
     def _alone_for_good(self, reason: Any) -> bool:
         """Every consumer linked to this stage has stopped (failed, or stopped in turn
         because of a failure: not unlinked), in a run() that nobody can link to later."""
-        return not self.consumers and reason != "unlinked" and self.supervisor._consumers_gone(self)
+        return (
+            not self.consumers
+            and reason != "unlinked"
+            and self.supervisor._consumers_gone(self.process)
+        )
 
     def finish(self) -> None:
         self.finishing = True
@@ -277,10 +293,7 @@ class Producing:
     def _take_made(self) -> list:
         """Remove and return the events made and not sent (accumulated, buffered, refused
         by the dispatcher)."""
-        made: list = []
-        if self.producing:
-            made.extend(self._take_accumulated())
-            made.extend(self.buffer.take_all())
+        made = [*self._take_accumulated(), *self.buffer.take_all()] if self.producing else []
         return made + self._take_refused()
 
     def _take_refused(self) -> list:

@@ -152,7 +152,7 @@ def _loop(k: int) -> Any:
         "clock": clock,
     }
     exec(compile(text, filename, "exec"), namespace)  # noqa: S102  (our template, as dataclasses does)
-    fn = namespace[f"pump_{k}"]
+    fn: Any = namespace[f"pump_{k}"]
     HOOK_LINES[fn.__code__] = _hook_lines(text)
     return fn
 

@@ -66,6 +66,11 @@ class Stage:
     kind = "stage"
     #: Which options it takes (the option table's kind, options.py).
     _option_kind = "stage"
+    # Set by the option table (options.py) and by the pipeline that runs it.
+    _name: str | None
+    dispatcher: Any
+    _process: Process | None
+    _pipeline: Any
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Stage:
         self = super().__new__(cls)

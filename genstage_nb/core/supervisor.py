@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 class Supervisor(Protocol):
     """What a process reads of its pipeline, and tells it."""
 
-    #: The pipeline runs (a subscription's ask goes to a live producer).
-    running: bool
+    @property
+    def running(self) -> bool:
+        """The pipeline runs (a subscription's ask goes to a live producer)."""
+
     #: ``stop()`` is under way: stages end as their producers end.
     stopping: bool
     #: What a stage's failure for good does: "stop", "continue" or "pause".

@@ -67,7 +67,7 @@ CELL_CLASSES = {
 }
 
 
-def _bind(fn: Any, stage: Stage) -> Any:
+def _bind(fn: Any, stage: Any) -> Any:
     """Functions whose first parameter is ``self`` become methods of the stage."""
     try:
         params = list(inspect.signature(fn).parameters)
@@ -127,7 +127,7 @@ def cell_contents(
     filename = filename or f"<stage {name}>"
     source = "\n" * (first_line - 1) + cell
     try:
-        tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST)
+        tree = ast.parse(source, filename, "exec")
     except SyntaxError as exc:
         raise CellCodeError(exc, filename) from None
     functions, classes, returns = defined_names(tree)

@@ -46,7 +46,8 @@ def _markdown_html(text: str) -> str:
         line = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", line)
         return re.sub(r"`(.+?)`", r"<code>\1</code>", line)
 
-    out, rows = [], []
+    out: list[str] = []
+    rows: list[str] = []
     for line in text.splitlines():
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..core.options import BY_NAME, OPTIONS, flags_of_cell
+from ..core.stage import Stage
 from ..core.subscription import CANCEL_MODES
 from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
 from ..watchdog import current_warnings
@@ -37,7 +38,7 @@ OPTION_SLOTS = frozenset(option.slot for option in OPTIONS)
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump, no exit
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump, no exit
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -96,7 +97,9 @@ def _producers(p: Pipeline, name: str, text: str | None) -> list[str]:
     return producers
 
 
-def _kind_of(p: Pipeline, name: str, given: str | None, hooks: dict, cls: type | None) -> str:
+def _kind_of(
+    p: Pipeline, name: str, given: str | None, hooks: dict, cls: type[Stage] | None
+) -> str:
     """The stage's kind: its class's, ``--kind``, or what its hooks and links say."""
     if cls is not None:
         kind = cls.kind
@@ -145,10 +148,16 @@ def _number(stage: str, option: str, text: str | None, low: int) -> int | None:
 class StageMagics(Magics):
     """The magics ``%load_ext genstage_nb`` registers."""
 
+    @property
+    def _shell(self) -> Any:
+        """The IPython shell the magics are registered with (always set once loaded)."""
+        assert self.shell is not None
+        return self.shell
+
     def _pipeline(self, var: str | None, stage: str | None = None) -> Pipeline:
         if var is None:
             return default_pipeline()
-        ns = self.shell.user_ns
+        ns = self._shell.user_ns
         where = f"stage {stage!r}: " if stage else ""
         if var not in ns:
             raise UsageError(f"{where}--pipeline {var}: no such variable in the notebook")
@@ -174,13 +183,13 @@ class StageMagics(Magics):
         name = args.name
         p = self._pipeline(args.pipeline, name)
         _check_line(name, args)
-        options = _stage_options(name, args, self.shell.user_ns)
+        options = _stage_options(name, args, self._shell.user_ns)
         max_demand = _number(name, "max-demand", args.max_demand, 1)
         min_demand = _number(name, "min-demand", args.min_demand, 0)
         producers = _producers(p, name, args.subscribe_to)
         try:
             hooks, cls, returns = cells.cell_contents(
-                name, cell, self.shell.user_ns, self._cell_file(line, cell), first_line=2
+                name, cell, self._shell.user_ns, self._cell_file(line, cell), first_line=2
             )
             kind = _kind_of(p, name, args.kind, hooks, cls)
             for producer in producers:
@@ -240,7 +249,7 @@ class StageMagics(Magics):
         if compiler is None or not hasattr(compiler, "cache"):
             return None
         raw = f"%%stage {line}\n{cell}"
-        return compiler.cache(raw, self.shell.execution_count, raw_code=raw)
+        return compiler.cache(raw, self._shell.execution_count, raw_code=raw)
 
     def _ensure_producer(self, p: Pipeline, name: str) -> None:
         """A consumer cell that gets a subscriber becomes a producer-consumer."""

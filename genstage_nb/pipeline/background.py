@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core.errors import PipelineError
+from .parts import Part
 from .runner import _asyncio_caller
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 
-class Background:
+class Background(Part):
     """The background role of ``Pipeline``: ``start()``."""
-
-    _running: bool
-    _procs: dict[str, Any]
-    _label: str
 
     def start(self) -> Pipeline:
         """Run in the background of the running asyncio loop and return at once.
@@ -53,7 +50,7 @@ class Background:
         self._call_in_loop = _asyncio_caller(loop)
         self._running = True
         self._background = loop.create_task(self._run_in_background())
-        return self
+        return self._whole
 
     async def _run_in_background(self) -> None:
         try:

@@ -16,19 +16,14 @@ import networkx as nx
 from ..core.process import Process
 from ..core.stage import Stage
 from ..core.subscription import Subscription
+from .parts import Part
 
 if TYPE_CHECKING:
     pass
 
 
-class GraphBuilding:
+class GraphBuilding(Part):
     """The graph role of ``Pipeline``: add, link, unlink, and what the graph holds."""
-
-    _graph: nx.DiGraph
-    _procs: dict[str, Process]
-    _running: bool
-    _tg: Any
-    _alive: int
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -97,7 +92,7 @@ class GraphBuilding:
             raise ValueError(f"Pipeline.add: duplicate stage name {name!r}")
         old_name, stage._name = stage._name, name
         try:
-            proc = Process(stage, self)  # checks what only a run would find (pickling)
+            proc = Process(stage, self._whole)  # checks what only a run would find (pickling)
         except BaseException:
             stage._name = old_name
             raise
@@ -183,7 +178,7 @@ class GraphBuilding:
             raise ValueError(f"{where}: these stages are already linked")
         if consumer.name in self._graph and nx.has_path(self._graph, consumer.name, producer.name):
             path = nx.shortest_path(self._graph, consumer.name, producer.name)
-            cycle = " -> ".join([*path, consumer.name])
+            cycle = " -> ".join([*path, str(consumer.name)])
             raise ValueError(
                 f"{where}: this link would close the cycle {cycle}; links must not form a "
                 f"cycle (each stage would wait for the other's demand: a deadlock)"
@@ -220,8 +215,8 @@ class GraphBuilding:
         return [d["subscription"] for _, _, d in self._graph.out_edges(producer.name, data=True)]
 
     def _wire(self, sub: Subscription) -> None:
-        sub._from = self._procs[sub.producer.name]
-        sub._to = to = self._procs[sub.consumer.name]
+        sub._from = self._procs[str(sub.producer.name)]
+        sub._to = to = self._procs[str(sub.consumer.name)]
         sub.active = False
         if to.running:
             to.post(to._on_link, sub)

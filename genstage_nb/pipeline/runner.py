@@ -20,21 +20,14 @@ from ..core.errors import PipelineError
 from ..core.process import Process
 from ..stalls import StallWatch, clear
 from ..watchdog import Watchdog
+from .parts import Part
 
 if TYPE_CHECKING:
-    import networkx as nx
-
-    from ..metrics import Metrics
     from .pipeline import Pipeline
 
 
-class Running:
+class Running(Part):
     """The runner role of ``Pipeline``: run, start, stop, wait, status."""
-
-    _graph: nx.DiGraph
-    _procs: dict[str, Process]
-    metrics: Metrics
-    name: str | None
 
     @property
     def _label(self) -> str:
@@ -108,10 +101,12 @@ class Running:
                     tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
                 if self.stopping:
                     tg.start_soon(self._stop_within, self._stop_timeout)
+                ended = self._ended
+                assert ended is not None  # (set for the run above)
                 if self.metrics_interval is not None:
-                    tg.start_soon(self.metrics.run, self.metrics_interval, self._ended)
+                    tg.start_soon(self.metrics.run, self.metrics_interval, ended)
                 if watchdog is not None:
-                    tg.start_soon(watchdog.beat, self._ended)
+                    tg.start_soon(watchdog.beat, ended)
                 if self.stall_after is not None:
                     self._stall_watch = StallWatch(self, self.stall_after)
                     tg.start_soon(self._stall_watch.run, self._ended)
@@ -120,7 +115,7 @@ class Running:
                         tg.start_soon(tuner.run, self._ended)
         except BaseExceptionGroup as group:
             # An interrupt that reached the task group itself: raise it plainly.
-            interrupt = group.subgroup((KeyboardInterrupt, SystemExit))
+            interrupt: BaseException | None = group.subgroup((KeyboardInterrupt, SystemExit))
             if interrupt is None:
                 # Not a stage's failure (those are recorded by the stage): a task of the
                 # run itself failed. Still a PipelineError, never a bare group.
@@ -187,7 +182,7 @@ class Running:
     def _fresh_processes(self) -> None:
         """A new run starts from new runtime state (stage objects keep theirs)."""
         for name, data in self._graph.nodes(data=True):
-            proc = self._procs[name] = Process(data["stage"], self)
+            proc = self._procs[name] = Process(data["stage"], self._whole)
             data["stage"]._process = proc
         for sub in self.subscriptions:
             sub._demand.pending = 0
@@ -250,9 +245,9 @@ class Running:
             # group lives (nothing is changed here, so nothing is left half-stopped).
             with contextlib.suppress(RuntimeError):  # (the loop has closed: run over)
                 caller(self._stop_now, timeout)
-            return _Stopping(self)
+            return _Stopping(self._whole)
         self._stop_now(timeout)
-        return _Stopping(self)
+        return _Stopping(self._whole)
 
     def _stop_now(self, timeout: float | None) -> None:
         if self._running and not self.stopping:
@@ -265,7 +260,8 @@ class Running:
 
     async def _stop_within(self, timeout: float | None) -> None:
         with anyio.move_on_after(timeout):
-            await self._ended.wait()
+            if self._ended is not None:
+                await self._ended.wait()
         if self._tg is not None and self._alive:
             self._tg.cancel_scope.cancel()
 

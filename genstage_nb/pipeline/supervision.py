@@ -20,6 +20,7 @@ from ..core.pausing import RESUME, SKIP, STOP
 from ..core.process import Process
 from ..core.subscription import Subscription
 from ..watchdog import blocking_stage
+from .parts import Part
 
 log = logging.getLogger("genstage_nb")
 
@@ -29,25 +30,8 @@ log = logging.getLogger("genstage_nb")
 PAUSE_LISTENERS: list[Any] = []
 
 
-class Supervision:
+class Supervision(Part):
     """The supervision role of ``Pipeline`` (called by the stages' processes)."""
-
-    failures: dict[str, list[Failure]]
-    on_failure: str
-    _fatal: dict[str, BaseException]
-    _first_fatal: BaseException | None
-    _interrupt: BaseException | None
-    _starting: set[Process] | None
-    _held_asks: list[tuple[Process, Subscription, int]]
-    _tg: Any
-    _alive: int
-    _running: bool
-    _ended: anyio.Event | None
-    _label: str
-    _procs: dict[str, Process]
-    _stage: Any  # (graph.py: a stage or its name, checked)
-    _pause_listeners: list[Any]
-    _pause_waiters: list[anyio.Event]
 
     def _record_failure(self, proc: Process, failure: Failure) -> None:
         self.failures.setdefault(proc.name, []).append(failure)
@@ -118,7 +102,7 @@ class Supervision:
         ([0, 1, 2, 4, 5], [[3]])
         """
         proc = self._paused_process(stage, SKIP)
-        if proc.paused.hook == "init":
+        if proc.paused is not None and proc.paused.hook == "init":
             raise ValueError(
                 f"skip: stage {proc.name!r} failed in init, so there is no batch to skip "
                 f"and the stage cannot run without it; fix init and resume({proc.name!r})"
@@ -126,7 +110,7 @@ class Supervision:
         proc._unpause(SKIP)
 
     def _paused_process(self, stage: Any, verb: str) -> Process:
-        proc = self._procs[self._stage(verb, stage).name]
+        proc = self._procs[str(self._stage(verb, stage).name)]
         if proc.paused is None or proc._decision is not None:
             state = "being told to go on" if proc.paused is not None else f"{proc.status!r}"
             raise RuntimeError(f"{verb}: stage {proc.name!r} is not paused (it is {state})")

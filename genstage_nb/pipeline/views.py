@@ -8,26 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .parts import Part
+
 if TYPE_CHECKING:
-    import networkx as nx
     from matplotlib.figure import Figure
 
-    from ..core.process import Process
     from ..core.stage import Stage
     from ..core.statistics import StageStatistics
     from ..explain import Explanation
-    from ..metrics import Metrics
     from ..notebook.dashboard import Dashboard
     from ..stream import EventStream
     from ..tuning import Tuner
 
 
-class Views:
+class Views(Part):
     """The faces of ``Pipeline``: stream, bottleneck, explain, plot, draw, dashboard."""
-
-    _graph: nx.DiGraph
-    _procs: dict[str, Process]
-    metrics: Metrics
 
     def statistics(self) -> dict[str, StageStatistics]:
         """Every stage's runtime state now, by name: its counts, what it buffers, holds
