@@ -4,6 +4,7 @@ cycles, small files, and docs/architecture.md shows the fused loop as it is gene
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 import re
 import subprocess
@@ -186,3 +187,77 @@ def test_core_reaches_its_pipeline_through_the_supervisor_protocol_only():
     for path in (PACKAGE / "core").glob("*.py"):
         used |= set(re.findall(r"supervisor\.(\w+)", path.read_text()))
     assert used <= members, f"core calls the pipeline outside the protocol: {used - members}"
+
+
+# What a role may write of another's state: the hook at work (every role that calls a
+# hook says which, with its events and a retried call's attempts), and the status a
+# pausing stage shows. Everything else a role changes of another's goes through a
+# named method of its owner (core/roles.py).
+CROSS_ROLE_WRITES = {"current", "current_hook", "_attempts"}
+CROSS_ROLE_WRITES_OF = {"Pausing": {"status"}}
+
+
+def _roles():
+    from genstage_nb.core.process import Process, declared_state
+
+    owner: dict[str, str] = {}
+    for role in (Process, *Process.ROLES):
+        for name in declared_state(role):
+            assert name not in owner, f"{name} declared by {owner[name]} and {role.__name__}"
+            owner[name] = role.__name__
+    return Process, owner
+
+
+def test_every_role_writes_only_its_own_state():
+    Process, owner = _roles()
+    for role in Process.ROLES:
+        tree = ast.parse(Path(inspect.getfile(role)).read_text())
+        (cls,) = [
+            n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == role.__name__
+        ]
+        allowed = CROSS_ROLE_WRITES | CROSS_ROLE_WRITES_OF.get(role.__name__, set())
+        for node in ast.walk(cls):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+            ):
+                name = node.attr
+                assert name in owner, f"{role.__name__} sets {name}, which no role declares"
+                assert owner[name] == role.__name__ or name in allowed, (
+                    f"{role.__name__} writes {owner[name]}'s {name}: ask {owner[name]} by a "
+                    "named method (core/roles.py)"
+                )
+
+
+def test_a_process_holds_only_declared_state_and_lists_it_by_role():
+    """Of stages of every kind and shape, after a run: every attribute of the process is
+    declared by exactly one role, and ``state()`` lists them all."""
+    import genstage_nb as gs
+
+    Process, owner = _roles()
+
+    class Slow(gs.ConcurrentConsumer):
+        async def handle_event(self, event):
+            return None
+
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(20)), name="src")
+    paced = p.add(gs.producer_consumer(list, rate_limit=(100, 1.0), buffer_size=5), name="paced")
+
+    async def same(x):
+        return x
+
+    mapped = p.add(gs.map(same, concurrency=2), name="mapped")
+    p.link(src, paced)
+    p.link(paced, mapped)
+    p.link(mapped, p.add(Slow(), name="each"))
+    p.link(src, p.add(gs.consumer(len), name="sink"))
+    p.run_sync()
+    for stage in p.stages.values():
+        proc = stage._process
+        assert set(vars(proc)) <= set(owner), set(vars(proc)) - set(owner)
+        listed = proc.state()
+        assert set(listed) == {"Process", *(role.__name__ for role in Process.ROLES)}
+        assert {name for names in listed.values() for name in names} == set(vars(proc))

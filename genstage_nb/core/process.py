@@ -27,7 +27,7 @@ protocol lives in the pure state machines (``demand.py``, ``buffer.py``,
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -66,6 +66,13 @@ messages.bind(
 )
 
 
+def declared_state(role: type) -> list[str]:
+    """The state ``role`` declares it owns: its class's annotations (class constants
+    left out)."""
+    notes = role.__dict__.get("__annotations__", {})
+    return [name for name, note in notes.items() if "ClassVar" not in str(note)]
+
+
 def fits_loop(stage: Any) -> bool:
     return fusable(stage, getattr(stage, "_option_kind", stage.kind))
 
@@ -83,6 +90,22 @@ class Process(
     ConcurrentEvents,
 ):
     """Serves one stage's mailbox for one run of its pipeline."""
+
+    # Its own state (set by __init__ and main): the stage, its pipeline, what it counts.
+    stage: Any
+    name: str
+    kind: str
+    supervisor: Supervisor
+    pc: bool
+    status: str
+    running: bool
+    _task_group: Any
+    counters: Counters
+    time: StageTime
+    _until_timed: int
+    _untimed: int
+    fits_loop: bool
+    fusable: bool
 
     def __init__(self, stage: Any, supervisor: Supervisor) -> None:
         self.stage = stage
@@ -117,33 +140,21 @@ class Process(
         check_hooks(stage)
         self._init_jobs(stage)
 
+    #: The roles, in the order ``state()`` lists them (each declares its own state).
+    ROLES: ClassVar[tuple[type, ...]] = ()
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """This stage's whole runtime state, role by role: what each role's class
+        declares it owns (``core/roles.py`` says how roles reach each other's)."""
+        listed = {}
+        for role in (Process, *self.ROLES):
+            names = declared_state(role)
+            listed[role.__name__] = {n: getattr(self, n) for n in names if hasattr(self, n)}
+        return listed
+
     def statistics(self) -> StageStatistics:
         """This stage's runtime state now, as a named record (``statistics.py``)."""
-        held = self.dispatcher.buffered() + self._held_count if self.producing else 0
-        return StageStatistics(
-            name=self.name,
-            kind=self.kind,
-            producing=self.producing,
-            copies=self.producing and bool(getattr(self.dispatcher, "copies", False)),
-            status=self.status,
-            running=self.running,
-            stopped=self.stopped,
-            paused=self.paused,
-            counts=self.counters.snapshot(),
-            buffered=self.buffered(),
-            in_buffer=len(self.buffer) if self.producing else 0,
-            buffer_size=self.buffer.size if self.producing else None,
-            growing=self.producing
-            and self.buffer_warned
-            and len(self.buffer) > self.growing_limit(),
-            held=held,
-            queued=messages.events_waiting(self),
-            queued_input=sum(len(e) for k, _, e in self.pc_queue if k == messages.EVENTS),
-            outstanding=sum(sub.pending for sub in self.producers),
-            at_work=not self.stopped
-            and (self.time.mode == BUSY or self._rest is not None or self._resume is not None),
-            times=self.time.close(clock()),
-        )
+        return statistics_of(self)
 
     async def main(self) -> None:
         """Run the stage until it ends: init, serve, restart on failure if allowed."""
@@ -355,5 +366,34 @@ class Process(
         elif self.concurrent:
             self._start_event_workers()
 
+
+def statistics_of(proc: Process) -> StageStatistics:
+    """A process's runtime state now, as a named record (``statistics.py``)."""
+    held = proc.dispatcher.buffered() + proc._held_count if proc.producing else 0
+    return StageStatistics(
+        name=proc.name,
+        kind=proc.kind,
+        producing=proc.producing,
+        copies=proc.producing and bool(getattr(proc.dispatcher, "copies", False)),
+        status=proc.status,
+        running=proc.running,
+        stopped=proc.stopped,
+        paused=proc.paused,
+        counts=proc.counters.snapshot(),
+        buffered=proc.buffered(),
+        in_buffer=len(proc.buffer) if proc.producing else 0,
+        buffer_size=proc.buffer.size if proc.producing else None,
+        growing=proc.producing and proc.buffer_warned and len(proc.buffer) > proc.growing_limit(),
+        held=held,
+        queued=messages.events_waiting(proc),
+        queued_input=sum(len(e) for k, _, e in proc.pc_queue if k == messages.EVENTS),
+        outstanding=sum(sub.pending for sub in proc.producers),
+        at_work=not proc.stopped
+        and (proc.time.mode == BUSY or proc._rest is not None or proc._resume is not None),
+        times=proc.time.close(clock()),
+    )
+
+
+Process.ROLES = tuple(base for base in Process.__bases__)
 
 __all__ = ["Counters", "Process", "as_events"]
