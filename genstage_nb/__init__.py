@@ -17,6 +17,8 @@ again as it drains, so no stage takes more work than it can handle.
 500500
 """
 
+from typing import Any
+
 from .core.buffer import Buffer
 from .core.dispatchers import BroadcastDispatcher, DemandDispatcher, Dispatcher
 from .core.errors import Failure, PipelineError
@@ -39,7 +41,7 @@ from .stalls import Stall
 from .watchdog import SlowHandler
 
 
-def load_ipython_extension(ipython):  # noqa: ANN001, ANN201 - IPython's hook
+def load_ipython_extension(ipython: Any) -> None:  # (IPython calls it)
     """``%load_ext genstage_nb``: register the ``%%stage`` and ``%pipeline`` magics.
 
     In a notebook cell (IPython calls this function)::
