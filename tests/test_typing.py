@@ -19,6 +19,7 @@ STRICT = [
     "genstage_nb/core/buffer.py",
     "genstage_nb/core/counters.py",
     "genstage_nb/core/errors.py",
+    "genstage_nb/core/roles.py",
     "genstage_nb/pipeline/parts.py",
 ]
 
