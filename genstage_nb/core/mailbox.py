@@ -65,17 +65,22 @@ class Mailbox(Role):
         self._resume = None
         self._inline_error = None
 
+    def _take_messages(self, kinds: tuple[str, ...]) -> list:
+        """Remove and return the messages of these kinds (``messages.py``), in order;
+        other mail stays."""
+        taken: list = []
+        kept: list = []
+        for message in self.mailbox:
+            (taken if messages.kind_of(message) in kinds else kept).append(message)
+        self.mailbox.clear()
+        self.mailbox.extend(kept)
+        return taken
+
     def _take_mail_input(self) -> list:
         """Remove and return the events waiting in the mailbox (other mail stays)."""
         received: list = []
-        kept = []
-        for message in self.mailbox:
-            if messages.kind_of(message) in (messages.EVENTS_IN, messages.BATCHES_IN):
-                received.extend(messages.events_in(message))
-            else:
-                kept.append(message)
-        self.mailbox.clear()
-        self.mailbox.extend(kept)
+        for message in self._take_messages((messages.EVENTS_IN, messages.BATCHES_IN)):
+            received.extend(messages.events_in(message))
         return received
 
     def post(self, handler: Any, a: Any = None, b: Any = None) -> None:

@@ -311,15 +311,8 @@ class Process(
         """Cancelled (a stop's timeout, another stage's failure) with failures not yet
         served: an event's failure in the mailbox, a job that failed. Each is recorded."""
         if self.concurrent:
-            kept: deque = deque()
-            for message in self.mailbox:
-                if messages.kind_of(message) == messages.EVENT_FAILED:
-                    _, a, b = message
-                    self._event_failed_late(a, *b)
-                else:
-                    kept.append(message)
-            self.mailbox.clear()
-            self.mailbox.extend(kept)
+            for _, a, b in self._take_messages((messages.EVENT_FAILED,)):
+                self._event_failed_late(a, *b)
         if self.jobs:
             for job in self._sent:
                 future = job.future
@@ -394,6 +387,6 @@ def statistics_of(proc: Process) -> StageStatistics:
     )
 
 
-Process.ROLES = tuple(base for base in Process.__bases__)
+Process.ROLES = Process.__bases__
 
 __all__ = ["Counters", "Process", "as_events"]
