@@ -35,6 +35,7 @@ from .core.policies import Retry
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
 from .explain import Explanation
+from .flow import Flow, Window, WindowResult
 from .metrics import check_balance
 from .pipeline import Pipeline, default_pipeline
 from .stalls import Stall
@@ -71,6 +72,7 @@ __all__ = [
     "Explanation",
     "Dispatcher",
     "Failure",
+    "Flow",
     "PartitionDispatcher",
     "Pipeline",
     "PipelineError",
@@ -81,6 +83,8 @@ __all__ = [
     "Stall",
     "Stage",
     "Subscription",
+    "Window",
+    "WindowResult",
     "batcher",
     "check_balance",
     "consumer",

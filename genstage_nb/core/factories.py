@@ -154,6 +154,7 @@ class MapStage(ProducerConsumer):
         super().__init__(**options)
         self._gs_map = fn
         self._gs_ordered = ordered
+        self._gs_flat = False  # (a Flow's flat_map and filter: each result a list)
 
     def handle_events(self, events: list) -> list:
         """What a batch would give (the runtime calls ``fn`` per event instead)."""

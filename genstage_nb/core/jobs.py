@@ -51,6 +51,7 @@ class Jobs(Role):
     concurrency: int
     jobs_on_loop: bool
     per_event: bool
+    flat: bool
     ordered: bool
     _map_fn: Any
     _submit_to: Any
@@ -76,6 +77,7 @@ class Jobs(Role):
         self.concurrency = concurrency
         self.jobs_on_loop = loop
         self.per_event = per_event is not None
+        self.flat = getattr(stage, "_gs_flat", False)  # each result a list of events (Flow)
         self.ordered = getattr(stage, "_gs_ordered", True)
         self._map_fn = per_event  # gs.map's function; else handle_events, looked up at each
         # call so that code swapped in place (a re-run %%stage cell) takes effect
@@ -305,7 +307,10 @@ class Jobs(Role):
         counters.handled += len(taken)
         counters.batches += 1
         if self.pc:
-            out = [job.result for job in taken]
+            if self.flat:
+                out = [event for job in taken for event in job.result]
+            else:
+                out = [job.result for job in taken]
             counters.made += len(out)
             self._dispatch(out)
 

@@ -372,7 +372,7 @@ def statistics_of(proc: Process) -> StageStatistics:
         running=proc.running,
         stopped=proc.stopped,
         paused=proc.paused,
-        counts=proc.counters.snapshot(),
+        counts={**proc.counters.snapshot(), "late": getattr(proc.stage, "late_count", 0)},
         buffered=proc.buffered(),
         in_buffer=len(proc.buffer) if proc.producing else 0,
         buffer_size=proc.buffer.size if proc.producing else None,
