@@ -154,10 +154,11 @@ class Builder:
             sides.append(tag)
         n = spec["stages"]
         base = self._name("join")
-        joins = []
+        joins: list[Stage] = []
         for i in range(n):
-            join = Join(spec["left_key"], spec["right_key"], spec["window"], spec["how"])
-            joins.append(self._add(join, base if n == 1 else f"{base}[{i}]"))
+            join: Stage = Join(spec["left_key"], spec["right_key"], spec["window"], spec["how"])
+            self._add(join, base if n == 1 else f"{base}[{i}]")
+            joins.append(join)
         self.windowed.extend(joins)
         for tag, key in zip(sides, (spec["left_key"], spec["right_key"]), strict=True):
             if n > 1:
@@ -184,13 +185,22 @@ class Builder:
             for before in layer:
                 self._link(before, stages[0], demand)
             return stages
+        # A reduce right after a keyed partition gets (key, event) pairs: the key is
+        # computed once, by the dispatcher.
+        paired = args["hash"] is None and args["key"] is not None and first is not None
+        paired = paired and first[0].kind == "reduce"  # type: ignore[index]
+        if paired:
+            for stage in stages:
+                stage._spec = (*stage._spec[:-1], True)  # type: ignore[attr-defined]
         hash_of = args["hash"] or _key_hash(args["key"], n)
         for before in layer:
             if id(before) not in self._own:
                 route = self._add(ProducerConsumer(), self._name("route"))
                 self._link(before, route, {"max_demand": DEFAULT_DEMAND})
                 before = route
-            before.dispatcher = PartitionDispatcher(n, hash=hash_of)
+            before.dispatcher = (
+                KeyedPartition(n, args["key"]) if paired else PartitionDispatcher(n, hash=hash_of)
+            )
             for i, stage in enumerate(stages):
                 self._link(before, stage, demand, i)
         return stages
@@ -198,7 +208,7 @@ class Builder:
     def _stage(self, op: _Op, key: Any, window: Any, name: str) -> Stage:
         args = op.args
         if op.kind == "reduce":
-            stage = Reduce(
+            reduce = Reduce(
                 args["initial"],
                 args["fn"],
                 key=key,
@@ -206,16 +216,16 @@ class Builder:
                 present=args.get("present"),
                 on_trigger=args.get("on_trigger"),
             )
-            self.windowed.append(stage)
-            return self._add(stage, name)
+            self.windowed.append(reduce)
+            return self._add(reduce, name)
         fn, options = args["fn"], dict(args["options"])
         options.pop("name", None)
         if op.kind == "map_batch":
             return self._add(producer_consumer(fn, **options), name)
         if any(option in options for option in JOB_OPTIONS) or iscoroutinefunction(fn):
-            stage = MapStage(_per_event(op.kind, fn), **options)
-            stage._gs_flat = op.kind != "map"
-            return self._add(stage, name)
+            mapped = MapStage(_per_event(op.kind, fn), **options)
+            mapped._gs_flat = op.kind != "map"
+            return self._add(mapped, name)
         return self._add(Step(op.kind, fn, **options), name)
 
     # -- the end ------------------------------------------------------------------------
@@ -232,6 +242,28 @@ class Builder:
         for producer, consumer, options in self.links:
             pipeline.link(producer, consumer, **options)
         return sink
+
+
+class KeyedPartition(PartitionDispatcher):
+    """A ``PartitionDispatcher`` by ``hash(key(event)) % N`` that sends each event on
+    as ``(key, event)``, so the reduce after it does not compute the key again."""
+
+    def __init__(self, partitions: int, key: Callable[[Any], Any]) -> None:
+        super().__init__(partitions)
+        self._key = key
+
+    def fresh(self) -> KeyedPartition:
+        return KeyedPartition(len(self.names), self._key)
+
+    def _sort_by_index(self, events: list) -> list[tuple[Any, list]]:
+        n = len(self.names)
+        lists: list[list] = [[] for _ in range(n)]
+        appends = [bucket.append for bucket in lists]
+        key = self._key
+        for event in events:
+            k = key(event)
+            appends[hash(k) % n]((k, event))
+        return list(zip(self.names, lists, strict=True))
 
 
 def _demand(args: dict) -> dict:

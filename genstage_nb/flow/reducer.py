@@ -44,7 +44,7 @@ class _Resumable:
         if state is not None:
             self._resume = None
             if state[0] is events:
-                it.__setstate__(state[1])  # (a list iterator takes its index)
+                it.__setstate__(state[1])  # type: ignore[attr-defined]  # (a list iterator's index)
                 return it, state[2]
         return it, []
 
@@ -79,8 +79,10 @@ class Reducer(_Resumable):
         window: Window | None = None,
         present: Callable[[Any], Any] | None = None,
         on_trigger: Callable[[Any, Any, Any], Any] | None = None,
+        paired: bool = False,
     ) -> None:
         self.stage = stage
+        self.paired = paired  # events come as (key, event) pairs (a keyed partition's)
         self.initial, self.fn, self.key, self.window = initial, fn, key, window
         self.present = present or _identity
         self.on_trigger = on_trigger
@@ -114,7 +116,14 @@ class Reducer(_Resumable):
             accs = self.windows[0] = {}
         fn, key = self.fn, self.key
         try:
-            if key is None:
+            if self.paired:
+                get, initial = accs.get, self.initial
+                for k, event in it:
+                    acc = get(k, MISSING)
+                    new = fn(initial() if acc is MISSING else acc, event)
+                    if new is not acc:  # (an accumulator changed in place is there)
+                        accs[k] = new
+            elif key is None:
                 acc = accs.get(None, MISSING)
                 try:
                     for event in it:
@@ -127,7 +136,9 @@ class Reducer(_Resumable):
                 for event in it:
                     k = key(event)
                     acc = get(k, MISSING)
-                    accs[k] = fn(initial() if acc is MISSING else acc, event)
+                    new = fn(initial() if acc is MISSING else acc, event)
+                    if new is not acc:
+                        accs[k] = new
         except BaseException:
             self._cut(events, it, out, False)
             raise
@@ -145,10 +156,13 @@ class Reducer(_Resumable):
         every = window.every
         fixed = window.kind == "fixed"
         size = window.size if window.kind == "count" else None
+        paired = self.paired
         applied = False
         try:
             for event in it:
                 applied = False
+                if paired:
+                    k, event = event
                 if fixed:
                     t = window.time(event)  # type: ignore[misc]
                     wid = self._floor(t)
@@ -166,7 +180,8 @@ class Reducer(_Resumable):
                         end = wid + self._span
                         if self._next_close is None or end < self._next_close:
                             self._next_close = end
-                k = key(event) if key is not None else None
+                if not paired:
+                    k = key(event) if key is not None else None
                 acc = accs.get(k, MISSING)
                 accs[k] = fn(initial() if acc is MISSING else acc, event)
                 applied = True

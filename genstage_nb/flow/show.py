@@ -10,7 +10,7 @@ from typing import Any
 
 
 def _table(flow: Any, rows: int) -> Any:
-    from .flow import frame_of
+    from .frames import frame_of
 
     results = flow.results
     frame = frame_of(results[-rows:], flow._shape())

@@ -68,6 +68,7 @@ class Tag(ProducerConsumer):
 class _Windowed(ProducerConsumer):
     """What a reduce and a join share: their inputs, their timer, their flush."""
 
+    _state: Any  # its Reducer or Joiner (set by init)
     #: Its timers: what each fires ("early", "close") and every how many seconds.
     _periods: dict[str, float] = {}
 
@@ -139,11 +140,12 @@ class Reduce(_Windowed):
         window: Window | None,
         present: Callable[[Any], Any] | None = None,
         on_trigger: Callable[[Any, Any, Any], Any] | None = None,
+        paired: bool = False,
         **options: Any,
     ) -> None:
         options.setdefault("restart", "temporary")  # (a restart would lose what it holds)
         super().__init__(**options)
-        self._spec = (initial, fn, key, window, present, on_trigger)
+        self._spec = (initial, fn, key, window, present, on_trigger, paired)
         if window is not None:
             periods = {"early": window.periodically, "close": window.size}
             if window.kind != "periodic":
@@ -152,7 +154,7 @@ class Reduce(_Windowed):
 
     def init(self) -> None:
         super().init()
-        initial, fn, key, window, present, on_trigger = self._spec
+        initial, fn, key, window, present, on_trigger, paired = self._spec
         self._state = Reducer(
             self.name or "reduce",
             initial,
@@ -161,6 +163,7 @@ class Reduce(_Windowed):
             window=window,
             present=present,
             on_trigger=on_trigger,
+            paired=paired,
         )
 
     def handle_events(self, events: list) -> list:
