@@ -74,6 +74,8 @@ class Buffering(Role):
         limit = self.growing_limit()
         if held <= limit or (size is not None and size <= limit):
             return
+        if getattr(self.stage, "_gs_flushes", False):
+            return  # (a Flow's reduce or join: what it held in its state, flushed at once)
         self.buffer_warned = True
         log.warning(
             "stage %r holds %d events in its buffer (buffer_size=%s), more than %d: it makes "

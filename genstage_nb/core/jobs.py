@@ -136,6 +136,10 @@ class Jobs(Role):
         waiting = self._waiting
         if self.per_event:
             for batch, ask in batches:
+                if not batch:  # (nothing to call: its demand is settled now)
+                    if ask:
+                        self._ask_upstream(sub, ask)
+                    continue
                 for event in batch:
                     waiting.append(Job(sub, [event], 0))
                 waiting[-1].ask = ask  # settled when the batch's last event is sent
@@ -312,7 +316,8 @@ class Jobs(Role):
             else:
                 out = [job.result for job in taken]
             counters.made += len(out)
-            self._dispatch(out)
+            if out:  # (a Flow's filter or flat_map may make none)
+                self._dispatch(out)
 
 
 __all__ = ["Jobs"]

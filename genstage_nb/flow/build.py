@@ -69,7 +69,7 @@ class Builder:
     def __init__(self, pipeline: Any) -> None:
         self.pipeline = pipeline
         self.names: Counter[str] = Counter()
-        self.made: list[tuple[Stage, str]] = []
+        self.made: list[tuple[Stage, str | None]] = []  # (None: the pipeline names it)
         self.links: list[tuple[Stage, Stage, dict]] = []
         self.windowed: list[Stage] = []
         self._own: set[int] = set()  # the stages this builder made (their dispatcher is ours)
@@ -81,7 +81,7 @@ class Builder:
         n = self.names[base]
         return base if n == 1 else f"{base}_{n}"
 
-    def _add(self, stage: Stage, name: str, own: bool = True) -> Stage:
+    def _add(self, stage: Stage, name: str | None, own: bool = True) -> Stage:
         self.made.append((stage, name))
         if own:
             self._own.add(id(stage))
@@ -136,12 +136,7 @@ class Builder:
             name = options.pop("name", None) or self._name("from_iterable")
             return [self._add(from_iterable(iterable, **options), name)]
         if kind == "stages":
-            return [
-                self._add(
-                    stage, stage.name or self._name(stage._default_name or "source"), own=False
-                )
-                for stage in source[1]
-            ]
+            return [self._add(stage, stage.name, own=False) for stage in source[1]]
         return self._join(source[1])
 
     def _join(self, spec: dict) -> list[Stage]:
@@ -219,7 +214,7 @@ class Builder:
             self.windowed.append(reduce)
             return self._add(reduce, name)
         fn, options = args["fn"], dict(args["options"])
-        options.pop("name", None)
+        options["name"] = name  # (so that an option's error names the stage)
         if op.kind == "map_batch":
             return self._add(producer_consumer(fn, **options), name)
         if any(option in options for option in JOB_OPTIONS) or iscoroutinefunction(fn):

@@ -69,6 +69,9 @@ class _Windowed(ProducerConsumer):
     """What a reduce and a join share: their inputs, their timer, their flush."""
 
     _state: Any  # its Reducer or Joiner (set by init)
+    #: What a window holds goes out at once when it closes: a burst its buffer takes
+    #: (already in memory), not a stage making more than its consumers take.
+    _gs_flushes = True
     #: Its timers: what each fires ("early", "close") and every how many seconds.
     _periods: dict[str, float] = {}
 
@@ -105,7 +108,7 @@ class _Windowed(ProducerConsumer):
 
     def _start_ticks(self) -> None:
         process = self._process
-        task_group = process._task_group if process is not None else None
+        task_group = process.supervisor._tg if process is not None else None
         if task_group is None:
             return
         scope = self._ticker = anyio.CancelScope()
@@ -120,6 +123,11 @@ class _Windowed(ProducerConsumer):
 
         for which, seconds in self._periods.items():
             task_group.start_soon(ticks, which, seconds)
+
+    def _gs_ended(self, process: Any) -> None:
+        """The stage ended (however): its timers stop."""
+        if self._ticker is not None:
+            self._ticker.cancel()
 
     @property
     def late_count(self) -> int:
