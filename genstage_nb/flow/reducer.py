@@ -17,7 +17,7 @@ from collections.abc import Callable
 from operator import length_hint
 from typing import Any
 
-from .window import Window, WindowResult, floor_of
+from .window import TimeAxis, Window, WindowResult
 
 MISSING: Any = object()
 _NO_WINDOW = (None, None)
@@ -96,8 +96,8 @@ class Reducer(_Resumable):
         self._plain = kind is None or (kind == "all" and window.every is None)  # type: ignore[union-attr]
         if kind == "fixed":
             assert window is not None
-            self._floor = floor_of(window, stage)
-            self._span = window.size + window.lateness
+            self._axis = TimeAxis(window, stage)
+            self._size, self._span = self._axis.size, self._axis.span
 
     # -- events in ---------------------------------------------------------------------
 
@@ -157,6 +157,8 @@ class Reducer(_Resumable):
         fixed = window.kind == "fixed"
         size = window.size if window.kind == "count" else None
         paired = self.paired
+        if fixed:
+            number, step = self._axis.number, self._size
         applied = False
         try:
             for event in it:
@@ -164,8 +166,8 @@ class Reducer(_Resumable):
                 if paired:
                     k, event = event
                 if fixed:
-                    t = window.time(event)  # type: ignore[misc]
-                    wid = self._floor(t)
+                    t = number(window.time(event))  # type: ignore[misc]
+                    wid = t - t % step
                     wm = self.watermark
                     if wm is not MISSING and wid + self._span <= wm:
                         self.late.append(event)
@@ -233,7 +235,8 @@ class Reducer(_Resumable):
         if window is None or window.kind == "all":
             return _NO_WINDOW
         if window.kind == "fixed":
-            return (wid, wid + window.size)
+            back = self._axis.back
+            return (back(wid), back(wid + self._size))
         return (wid * window.size, (wid + 1) * window.size)
 
     def _fire(self, wid: Any, final: bool) -> list:
@@ -307,8 +310,8 @@ class Joiner(_Resumable):
         self.ended = [False, False]
         self.closed_until: Any = MISSING
         if window.kind == "fixed":
-            self._floor = floor_of(window, stage)
-            self._span = window.size + window.lateness
+            self._axis = TimeAxis(window, stage)
+            self._size, self._span = self._axis.size, self._axis.span
 
     def push(self, events: list) -> list:
         it, out = self._start(events)
@@ -319,8 +322,8 @@ class Joiner(_Resumable):
             for side, event in it:
                 applied = False
                 if fixed:
-                    t = self.window.time(event)  # type: ignore[misc]
-                    wid = self._floor(t)
+                    t = self._axis.number(self.window.time(event))  # type: ignore[misc]
+                    wid = t - t % self._size
                     if self.closed_until is not MISSING and wid + self._span <= self.closed_until:
                         self.late.append(event)
                         continue

@@ -63,9 +63,8 @@ class Running:
     def late(self) -> list:
         """The late events of the last run: they came for a window already closed
         (kept, never dropped silently; their count is the ``late`` metric)."""
-        return [
-            e for stage in self._windowed for e in stage._state.late if hasattr(stage, "_state")
-        ]
+        states = [getattr(stage, "_state", None) for stage in self._windowed]
+        return [event for state in states if state is not None for event in state.late]
 
     # -- running -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from numbers import Real
 from typing import Any
 
@@ -178,36 +178,72 @@ def check_window(where: str, window: Any) -> Window:
     return window
 
 
-def floor_of(window: Window, stage: str) -> Callable[[Any], Any]:
-    """The function ``t -> the start of t's window`` of a fixed window (numbers or
-    datetimes), raising a clear TypeError for a time of the wrong kind."""
-    size = window.size
-    if isinstance(size, timedelta):
-        epochs: dict[Any, datetime] = {}
+_NS = timedelta(microseconds=1)
 
-        def floor(t: Any) -> Any:
-            if not isinstance(t, datetime):
+
+class TimeAxis:
+    """A fixed window's event times as numbers: the window arithmetic runs on plain
+    ints and floats, however the times come (numbers, datetimes, pandas Timestamps,
+    whose own arithmetic costs microseconds an event).
+
+    ``number(t)`` is ``t`` itself for numbers, nanoseconds since 1970 for datetimes;
+    ``size`` and ``span`` (size + lateness) are on the same axis; ``back(n)`` turns a
+    window's bound back into a time of the kind the events carry.
+
+    >>> from datetime import datetime, timezone
+    >>> axis = TimeAxis(Window.fixed(timedelta(hours=1), time=str), "s")
+    >>> t = axis.number(datetime(2013, 1, 1, 5, 30, tzinfo=timezone.utc))
+    >>> axis.back(t - t % axis.size)
+    datetime.datetime(2013, 1, 1, 5, 0, tzinfo=datetime.timezone.utc)
+    """
+
+    def __init__(self, window: Window, stage: str) -> None:
+        self.stage = stage
+        size = window.size
+        self.dated = isinstance(size, timedelta)
+        if self.dated:
+            self.size: Any = (size // _NS) * 1000
+            self.span: Any = self.size + (window.lateness // _NS) * 1000
+        else:
+            self.size, self.span = size, size + window.lateness
+        self._kind: Any = None  # the class of the first time seen (a datetime's)
+        self._tz: Any = None
+
+    def number(self, t: Any) -> Any:
+        if not self.dated:
+            if isinstance(t, bool) or not isinstance(t, Real):
                 raise TypeError(
-                    f"stage {stage!r}: Window.fixed(time=) must return a datetime when the "
-                    f"size is a timedelta, got {t!r}"
+                    f"stage {self.stage!r}: Window.fixed(time=) must return a number when "
+                    f"the size is a number ({self.size!r}), got {t!r}"
                 )
-            epoch = epochs.get(t.tzinfo)
-            if epoch is None:
-                epoch = epochs[t.tzinfo] = datetime(1970, 1, 1, tzinfo=t.tzinfo)
-            return t - (t - epoch) % size
-
-        return floor
-
-    def floor_number(t: Any) -> Any:
-        try:
-            return t - t % size
-        except TypeError:
+            return t
+        ns = getattr(t, "value", None)  # a pandas Timestamp's nanoseconds
+        if ns is not None and ns.__class__ is int and isinstance(t, datetime):
+            if self._kind is None:
+                self._kind, self._tz = t.__class__, t.tzinfo
+            return ns  # (a naive one: its wall clock, read as UTC, as for a datetime)
+        if not isinstance(t, datetime):
             raise TypeError(
-                f"stage {stage!r}: Window.fixed(time=) must return a number when the size "
-                f"is a number ({size!r}), got {t!r}"
-            ) from None
+                f"stage {self.stage!r}: Window.fixed(time=) must return a datetime when the "
+                f"size is a timedelta, got {t!r}"
+            )
+        if self._kind is None:
+            self._kind, self._tz = t.__class__, t.tzinfo
+        epoch = _EPOCH if t.tzinfo is None else _EPOCH_UTC
+        return ((t - epoch) // _NS) * 1000
 
-    return floor_number
+    def back(self, n: Any) -> Any:
+        if not self.dated:
+            return n
+        kind, tz = self._kind, self._tz
+        if kind is not None and kind is not datetime and hasattr(kind, "value"):
+            return kind(n, tz=tz) if tz is not None else kind(n)
+        moment = (_EPOCH if tz is None else _EPOCH_UTC) + timedelta(microseconds=n // 1000)
+        return moment.astimezone(tz) if tz is not None else moment
 
 
-__all__ = ["KINDS", "Window", "WindowResult", "check_window", "floor_of"]
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+__all__ = ["KINDS", "TimeAxis", "Window", "WindowResult", "check_window"]
