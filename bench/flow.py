@@ -192,7 +192,8 @@ def main() -> None:
     flowed = min(_time_once(_w1_flow_sum, w1) for _ in range(args.repeat))
     print(f"\nW1: {w1:,} events range -> x + 1 -> sum")
     print(f"{'plain Python loop':38} {w1 / plain:>12,.0f} {1.0:>13.2f}")
-    print(f"{'Flow.from_iterable(...).map(x + 1)':38} {w1 / flowed:>12,.0f} {plain / flowed:>13.2f}")
+    label = "Flow.from_iterable(...).map(x + 1)"
+    print(f"{label:38} {w1 / flowed:>12,.0f} {plain / flowed:>13.2f}")
     print(f"\n{machine()}")
 
 

@@ -24,5 +24,15 @@ def test_every_benchmark_runs():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    for table in ("W1:", "W2:", "W3 fan-out:", "W3:", "max_demand", "W4:", "HTTP GET", "Autotune:", "W5:"):
+    for table in (
+        "W1:",
+        "W2:",
+        "W3 fan-out:",
+        "W3:",
+        "max_demand",
+        "W4:",
+        "HTTP GET",
+        "Autotune:",
+        "W5:",
+    ):
         assert table in out, out
