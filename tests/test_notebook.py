@@ -176,7 +176,7 @@ def test_bad_numbers_between_options_are_usage_errors(shell):
 def test_pipeline_option_must_name_a_pipeline(shell):
     shell.user_ns["notapipe"] = 42
     with pytest.raises(
-        UsageError, match="--pipeline notapipe: is a int, not a genstage_nb Pipeline"
+        UsageError, match="--pipeline notapipe: is a int, not a genstage_nb Pipeline \\(or Flow\\)"
     ):
         shell.run_cell_magic("stage", "s --pipeline notapipe", SINK)
     with pytest.raises(UsageError, match="--pipeline missing: no such variable"):
@@ -404,3 +404,15 @@ def test_a_figure_format_the_user_chose_is_kept(shell, monkeypatch):
     fig = p.draw()
     assert formatters["image/svg+xml"](fig) is not None
     assert formatters["image/png"](fig) is None  # no PNG added beside the user's SVG
+
+
+def test_a_flow_appears_in_pipeline_status_and_explain(shell, capsys):
+    flow = gs.Flow.from_iterable(range(30)).partition(key=lambda x: x % 3, stages=2).count()
+    shell.user_ns["flow"] = flow
+    assert sorted(flow.run()) == [(0, 10), (1, 10), (2, 10)]
+    status = shell.run_line_magic("pipeline", "status --pipeline flow")
+    assert list(status.index) == ["from_iterable", "partition[0]", "partition[1]", "results"]
+    assert status.loc["partition[0]", "events_in"] + status.loc["partition[1]", "events_in"] == 30
+    shell.run_line_magic("pipeline", "explain --pipeline flow")
+    assert "partition" in capsys.readouterr().out
+    shell.user_ns.pop("flow")

@@ -173,13 +173,13 @@ class Running:
             return "events"
         return "join" if self._source[0] == "join" else "events"
 
-    def show(self, rows: int = 20, refresh: float = 0.5) -> Any:
+    def show(self, rows: int = 20, refresh: float = 0.5) -> None:
         """A live table of the latest ``rows`` results in a notebook, refreshed every
         ``refresh`` seconds while the flow runs (``start()``), and once more at the end;
-        it never blocks the kernel. Returns the display handle."""
+        it never blocks the kernel."""
         from .show import show
 
-        return show(self, rows, refresh)
+        show(self, rows, refresh)
 
     # -- the pipeline's views, on the flow ---------------------------------------------
 

@@ -33,7 +33,7 @@ def _caption(flow: Any) -> str:
     return f"{len(flow.results)} results ({state}{extra})"
 
 
-def show(flow: Any, rows: int, refresh: float) -> Any:
+def show(flow: Any, rows: int, refresh: float) -> None:
     """Display the table; while the flow runs in the background, refresh it."""
     import asyncio
 
@@ -47,11 +47,11 @@ def show(flow: Any, rows: int, refresh: float) -> Any:
     table = display(_table(flow, rows), display_id=True)
     pipeline = flow._pipeline
     if pipeline is None or not pipeline.running:
-        return table
+        return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return table
+        return
 
     async def refreshing() -> None:
         shown = -1
@@ -66,4 +66,3 @@ def show(flow: Any, rows: int, refresh: float) -> Any:
             await asyncio.sleep(refresh)
 
     flow._show_task = loop.create_task(refreshing())
-    return table

@@ -13,6 +13,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from ..core.options import BY_NAME, OPTIONS, flags_of_cell
 from ..core.stage import Stage
 from ..core.subscription import CANCEL_MODES
+from ..flow import Flow
 from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
 from ..watchdog import current_warnings
 from . import cells
@@ -162,9 +163,11 @@ class StageMagics(Magics):
         if var not in ns:
             raise UsageError(f"{where}--pipeline {var}: no such variable in the notebook")
         p = ns[var]
+        if isinstance(p, Flow):  # a Flow is shown and driven through its pipeline
+            p = p.pipeline
         if not isinstance(p, Pipeline):
             raise UsageError(
-                f"{where}--pipeline {var}: is a {type(p).__name__}, not a genstage_nb Pipeline"
+                f"{where}--pipeline {var}: is a {type(p).__name__}, not a genstage_nb Pipeline (or Flow)"
             )
         return p
 
