@@ -312,7 +312,37 @@ def skip_a_stage_paused_in_init():
     return seen[0]
 
 
+def _flow_run_in_loop():
+    async def cell():
+        gs.Flow.from_iterable([1]).run()
+
+    anyio.run(cell)
+
+
 CASES = {
+    "flow-not-iterable": lambda: gs.Flow.from_iterable(5),
+    "flow-step-not-callable": lambda: gs.Flow.from_iterable([1]).map(3),
+    "flow-step-option": lambda: gs.Flow.from_iterable([1]).map(str, buffer_size=-1).run(),
+    "flow-stages": lambda: gs.Flow.from_iterable([1]).partition(stages=0),
+    "flow-window": lambda: gs.Flow.from_iterable([1]).partition(window=60),
+    "flow-on-trigger": lambda: gs.Flow.from_iterable([1]).on_trigger(print),
+    "flow-window-size": lambda: gs.Window.fixed(0, time=str),
+    "flow-window-time-kind": lambda: (
+        gs.Flow.from_iterable([1])
+        .partition(
+            window=gs.Window.fixed(__import__("datetime").timedelta(hours=1), time=lambda e: e)
+        )
+        .count()
+        .run()
+    ),
+    "flow-join-how": lambda: gs.Flow.window_join(
+        gs.Flow.from_iterable([1]),
+        gs.Flow.from_iterable([1]),
+        left_key=str,
+        right_key=str,
+        how="cross",
+    ),
+    "flow-run-in-loop": lambda: _flow_run_in_loop(),
     # Pipeline(...)
     "pipeline-on-failure": lambda: gs.Pipeline(on_failure="ignore"),
     "pipeline-metrics-interval": lambda: gs.Pipeline(metrics_interval=0),
