@@ -812,3 +812,78 @@ def test_generated_flows_equal_their_reference(source, recipe):
         assert sorted(map(repr, got)) == sorted(map(repr, want))
     assert flow.late == []
     gs.check_balance(flow.pipeline)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_show_refreshes_a_live_table_until_the_flow_ends(monkeypatch):
+    shown: list = []
+
+    class Handle:
+        def __init__(self, obj):
+            shown.append(obj)
+
+        def update(self, obj):
+            shown.append(obj)
+
+    monkeypatch.setattr("IPython.display.display", lambda obj, display_id=None: Handle(obj))
+    flow = gs.Flow.from_iterable(range(1000)).partition(window=W.count(100)).sum()
+    flow.start()
+    flow.show(rows=3, refresh=0.001)
+    with anyio.fail_after(30):
+        await flow.wait()
+        await flow._show_task
+    table = shown[-1]
+    assert table["value"].tolist() == [sum(range(k, k + 100)) for k in (700, 800, 900)]
+    assert list(table.index) == [7, 8, 9]
+    assert shown[-2].data == "10 results (done)"
+    with pytest.raises(ValueError, match="rows must be"):
+        flow.show(rows=0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_stop_drains_and_the_reduce_emits_what_it_holds():
+    halfway = anyio.Event()
+
+    async def numbers():
+        n = 0
+        while True:
+            yield n
+            n += 1
+            if n == 500:
+                halfway.set()
+            if n % 50 == 0:
+                await anyio.lowlevel.checkpoint()
+
+    flow = gs.Flow.from_iterable(numbers()).partition().sum()
+    flow.start()
+    with anyio.fail_after(30):
+        await halfway.wait()
+        await flow.stop()
+    taken = flow.pipeline.metrics.totals().loc["partition[0]", "events_in"]
+    assert taken >= 500
+    assert flow.results == [sum(range(taken))]
+    gs.check_balance(flow.pipeline)
+
+
+@pytest.mark.anyio
+async def test_trigger_periodically_fires_early_on_its_timer():
+    fired = anyio.Event()
+
+    class Waits(gs.Producer):
+        async def handle_demand(self, demand):
+            self.emit([1, 2])
+            await fired.wait()  # until a periodic trigger has fired
+            self.finish()
+            return []
+
+    def seen(key, value, window):
+        fired.set()
+        return [value]
+
+    window = W.all().trigger_periodically(0.01)
+    flow = gs.Flow.from_stages(Waits()).partition(window=window).sum().on_trigger(seen)
+    with anyio.fail_after(30):
+        results = await flow.run_async()
+    assert len(results) >= 2 and set(results) == {3}
