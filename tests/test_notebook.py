@@ -416,3 +416,15 @@ def test_a_flow_appears_in_pipeline_status_and_explain(shell, capsys):
     shell.run_line_magic("pipeline", "explain --pipeline flow")
     assert "partition" in capsys.readouterr().out
     shell.user_ns.pop("flow")
+
+
+def test_a_flows_dashboard_shows_its_stages_and_links():
+    flow = (
+        gs.Flow.from_iterable(range(50)).map(lambda x: x + 1).partition(key=str, stages=2).count()
+    )
+    assert len(flow.run()) == 50
+    d = flow.dashboard()
+    status, sliders = d.children[1], d.children[4]
+    assert "partition[1]" in status.value and "from_iterable" in status.value
+    labels = [s.max_slider.description for s in sliders.children]
+    assert "map → partition[0]" in labels and "partition[1] → results" in labels
