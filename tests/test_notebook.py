@@ -428,3 +428,17 @@ def test_a_flows_dashboard_shows_its_stages_and_links():
     assert "partition[1]" in status.value and "from_iterable" in status.value
     labels = [s.max_slider.description for s in sliders.children]
     assert "map → partition[0]" in labels and "partition[1] → results" in labels
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_pipeline_status_shows_a_started_flow_when_the_default_pipeline_is_empty(shell):
+    from genstage_nb.pipeline import reset_default_pipeline
+
+    reset_default_pipeline()
+    flow = gs.Flow.from_iterable(range(20)).partition(key=lambda x: x % 2).count()
+    flow.start()
+    await flow.wait()
+    status = shell.run_line_magic("pipeline", "status")
+    assert list(status.index) == ["from_iterable", "partition[0]", "results"]
+    assert status.loc["partition[0]", "events_in"] == 20

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -98,8 +99,12 @@ class Running:
     def start(self) -> Flow:
         """Run in the background of a notebook's event loop and return at once. A step
         that fails pauses there (``flow.pipeline.resume(name)`` after a fix). The
-        results grow in ``flow.results``; ``flow.show()`` shows them live."""
+        results grow in ``flow.results``; ``flow.show()`` shows them live. In a notebook
+        whose default pipeline is empty, ``%pipeline status`` (and the other commands)
+        act on the flow started last."""
         self._fresh("pause").start()
+        global _started
+        _started = weakref.ref(self)
         return self  # type: ignore[return-value]  # (self is a Flow)
 
     def stop(self, timeout: float | None = 5.0) -> Any:
@@ -192,6 +197,14 @@ class Running:
         return self.pipeline.dashboard(refresh)
 
 
+_started: weakref.ref | None = None  # the flow started last (``start()``)
+
+
+def started_flow() -> Any:
+    """The flow started last with ``start()``, if it is still alive (else None)."""
+    return _started() if _started is not None else None
+
+
 def _window_of(ops: tuple) -> Any:
     for op in reversed(ops):
         if op.kind == "partition":
@@ -199,4 +212,4 @@ def _window_of(ops: tuple) -> Any:
     return None
 
 
-__all__ = ["Running"]
+__all__ = ["Running", "started_flow"]

@@ -14,6 +14,7 @@ from ..core.options import BY_NAME, OPTIONS, flags_of_cell
 from ..core.stage import Stage
 from ..core.subscription import CANCEL_MODES
 from ..flow import Flow
+from ..flow.running import started_flow
 from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
 from ..watchdog import current_warnings
 from . import cells
@@ -157,7 +158,11 @@ class StageMagics(Magics):
 
     def _pipeline(self, var: str | None, stage: str | None = None) -> Pipeline:
         if var is None:
-            return default_pipeline()
+            default = default_pipeline()
+            flow = started_flow()
+            if not default.stages and flow is not None:
+                return flow.pipeline  # (a notebook that started a Flow and no stages)
+            return default
         ns = self._shell.user_ns
         where = f"stage {stage!r}: " if stage else ""
         if var not in ns:
@@ -167,7 +172,8 @@ class StageMagics(Magics):
             p = p.pipeline
         if not isinstance(p, Pipeline):
             raise UsageError(
-                f"{where}--pipeline {var}: is a {type(p).__name__}, not a genstage_nb Pipeline (or Flow)"
+                f"{where}--pipeline {var}: is a {type(p).__name__}, "
+                "not a genstage_nb Pipeline (or Flow)"
             )
         return p
 
