@@ -166,6 +166,10 @@ class Builder:
         """The N stages of a partition, hosting ``first`` (the step after it, with the
         partition's key and window), or passing events through."""
         n = args["stages"]
+        # A reduce right after a keyed partition of several stages gets (key, event)
+        # pairs: the key is computed once, by the dispatcher.
+        paired = n > 1 and args["hash"] is None and args["key"] is not None
+        paired = paired and first is not None and first[0].kind == "reduce"
         base = self._name("partition")
         stages = []
         for i in range(n):
@@ -174,19 +178,12 @@ class Builder:
                 stages.append(self._add(ProducerConsumer(), name))
             else:
                 op, key, window = first
-                stages.append(self._stage(op, key, window, name))
+                stages.append(self._stage(op, key, window, name, paired))
         demand = _demand(args)
         if n == 1:
             for before in layer:
                 self._link(before, stages[0], demand)
             return stages
-        # A reduce right after a keyed partition gets (key, event) pairs: the key is
-        # computed once, by the dispatcher.
-        paired = args["hash"] is None and args["key"] is not None and first is not None
-        paired = paired and first[0].kind == "reduce"  # type: ignore[index]
-        if paired:
-            for stage in stages:
-                stage._spec = (*stage._spec[:-1], True)  # type: ignore[attr-defined]
         hash_of = args["hash"] or _key_hash(args["key"], n)
         for before in layer:
             if id(before) not in self._own:
@@ -200,7 +197,7 @@ class Builder:
                 self._link(before, stage, demand, i)
         return stages
 
-    def _stage(self, op: _Op, key: Any, window: Any, name: str) -> Stage:
+    def _stage(self, op: _Op, key: Any, window: Any, name: str, paired: bool = False) -> Stage:
         args = op.args
         if op.kind == "reduce":
             reduce = Reduce(
@@ -210,6 +207,7 @@ class Builder:
                 window=window,
                 present=args.get("present"),
                 on_trigger=args.get("on_trigger"),
+                paired=paired,
             )
             self.windowed.append(reduce)
             return self._add(reduce, name)

@@ -31,9 +31,6 @@ from .running import Running
 from .stages import Collect
 from .window import Window, check_window
 
-#: The options of a per-event step that make it a ``gs.map`` stage (per-event jobs).
-_JOB_OPTIONS = ("concurrency", "executor")
-
 
 @dataclass(frozen=True)
 class _Op:

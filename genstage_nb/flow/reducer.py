@@ -365,10 +365,10 @@ class Joiner(_Resumable):
 
     def _advance(self) -> list:
         live = [m for m, ended in zip(self.marks, self.ended, strict=True) if not ended]
-        if not live or MISSING in live:
-            if live:
-                return []
+        if not live:
             return self.finish()
+        if MISSING in live:  # a side that has seen nothing yet holds every window
+            return []
         mark = min(live)
         if self.closed_until is not MISSING and mark <= self.closed_until:
             return []

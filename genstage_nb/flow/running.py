@@ -76,12 +76,9 @@ class Running:
         ``flow.pipeline.failures``). In a notebook use ``await flow.run_async()`` or
         ``flow.start()``.
         """
-        import sniffio
+        from ..pipeline.runner import running_loop
 
-        try:
-            running = sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            running = None
+        running = running_loop()
         if running is not None:
             raise RuntimeError(
                 f"Flow.run() cannot run inside a running {running} event loop (a notebook "

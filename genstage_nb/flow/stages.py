@@ -22,8 +22,6 @@ from ..core.stage import Consumer, ProducerConsumer
 from .reducer import Joiner, Reducer, _Resumable
 from .window import Window
 
-STEPS = ("map", "flat_map", "filter")
-
 
 class Step(ProducerConsumer, _Resumable):
     """``map`` / ``flat_map`` / ``filter``: ``fn`` called once per event."""
@@ -32,7 +30,6 @@ class Step(ProducerConsumer, _Resumable):
         super().__init__(**options)
         self.step = kind
         self.fn = fn
-        self._resume = None
 
     def handle_events(self, events: list) -> list:
         it, done = self._start(events)
@@ -91,9 +88,7 @@ class _Windowed(ProducerConsumer):
         self._inputs.discard(subscription)
         self._input_ended(subscription)
         if not self._inputs and reason in ("normal", "shutdown"):
-            if self._ticker is not None:
-                self._ticker.cancel()
-            self.emit(self._state.finish())
+            self.emit(self._state.finish())  # (its timers stop as it ends: _gs_ended)
 
     def _input_ended(self, subscription: Any) -> None:
         """One input ended (a join takes its side out of the watermark)."""
@@ -236,4 +231,4 @@ class Collect(Consumer):
         return None
 
 
-__all__ = ["STEPS", "Collect", "Join", "Reduce", "Step", "Tag"]
+__all__ = ["Collect", "Join", "Reduce", "Step", "Tag"]

@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 
+def running_loop() -> str | None:
+    """The async library whose event loop runs this code (``"asyncio"``, ``"trio"``),
+    or None in plain synchronous code: where ``run_sync()`` cannot be used."""
+    try:
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return None
+
+
 class Running(Part):
     """The runner role of ``Pipeline``: run, start, stop, wait, status."""
 
@@ -202,10 +211,7 @@ class Running(Part):
         >>> p.run_sync(backend="trio"); out
         [0, 1, 2]
         """
-        try:
-            running = sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            running = None
+        running = running_loop()
         if running is not None:
             raise RuntimeError(
                 f"{self._label}: run_sync() cannot run inside a running {running} event "
