@@ -31,7 +31,7 @@ from .core.factories import (  # noqa: A004
     producer_consumer,
 )
 from .core.partition import PartitionDispatcher
-from .core.policies import Retry
+from .core.policies import RateLimit, Retry
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
 from .explain import Explanation
@@ -78,6 +78,7 @@ __all__ = [
     "PipelineError",
     "Producer",
     "ProducerConsumer",
+    "RateLimit",
     "Retry",
     "SlowHandler",
     "Stall",

@@ -121,6 +121,9 @@ BAD_CELLS = [
     ("sink --concurrency 0", SINK, "stage 'sink': concurrency must be an int >= 1"),
     ("sink --restart often", SINK, "stage 'sink': restart must be one of"),
     ("sink --executor nopool", SINK, "stage 'sink': --executor 'nopool': NameError"),
+    ("numbers --rate-limit 0/1", NUMBERS, "stage 'numbers': rate_limit must be (n, seconds)"),
+    ("numbers --rate-limit fast", NUMBERS, "stage 'numbers': --rate-limit 'fast': NameError"),
+    ("sink --retry 3", SINK, "stage 'sink': retry must be a gs.Retry(...) or None, got 3"),
     ("sink --buffer-size 5", SINK, "stage 'sink': unknown option 'buffer_size' for a consumer"),
     (
         "c --kind consumer",
@@ -144,12 +147,22 @@ def test_stage_options_are_cell_flags_and_a_changed_one_rebuilds_the_stage(shell
 
     shell.user_ns["LIMIT"] = 30
     shell.user_ns["pool"] = pool = ThreadPoolExecutor(2)
-    stage(shell, "numbers --rate-limit (1000,1.0) --buffer-keep first", NUMBERS)
-    stage(shell, "sink --subscribe-to numbers --executor pool --concurrency 2", SINK)
+    shell.user_ns["gs"] = gs
+    stage(shell, "numbers --rate-limit 1000/1 --buffer-keep first --buffer-size 50", NUMBERS)
+    stage(
+        shell,
+        'sink --subscribe-to numbers --executor pool --concurrency 2 --retry "gs.Retry(4)"',
+        SINK,
+    )
     p = shell.user_ns["p"]
     numbers, sink = p.stages["numbers"], p.stages["sink"]
-    assert (numbers.rate_limit, numbers.buffer_keep) == ((1000, 1.0), "first")
+    assert (numbers.rate_limit, numbers.buffer_keep, numbers.buffer_size) == (
+        (1000, 1.0),
+        "first",
+        50,
+    )
     assert (sink.executor, sink.concurrency, sink.restart) == (pool, 2, "temporary")
+    assert sink.retry.attempts == 4
     stage(shell, "sink --subscribe-to numbers --restart permanent", SINK)  # the rest kept
     rebuilt = p.stages["sink"]
     assert rebuilt is not sink and p.graph.has_edge("numbers", "sink")

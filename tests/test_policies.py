@@ -79,6 +79,115 @@ async def test_stop_while_events_are_held_accounts_for_them():
 # -- retry -------------------------------------------------------------------------------
 
 
+# -- gs.RateLimit: a limiter hooks await ------------------------------------------------
+
+
+class Logged(gs.RateLimit):
+    """A limiter that logs the times it gave places (its own clock reads)."""
+
+    __slots__ = ("given",)
+
+    def __init__(self, n, seconds):
+        super().__init__(n, seconds)
+        self.given = []
+
+    def allow(self, now, k):
+        j = super().allow(now, k)
+        self.given.extend([now] * j)
+        return j
+
+
+def within_the_limit(given, n, seconds):
+    return all(sum(1 for u in given[: i + 1] if u > t - seconds) <= n for i, t in enumerate(given))
+
+
+async def test_a_limiter_shared_by_two_stages_bounds_their_calls_together():
+    limiter = Logged(3, 0.02)
+    calls = []
+
+    def call(service):
+        async def one(event):
+            async with limiter:
+                calls.append((service, event))
+            return event
+
+        return one
+
+    p = gs.Pipeline(metrics_interval=None)
+    src = p.add(gs.from_iterable(range(40)), name="src")
+    first = p.add(gs.map(call("a"), concurrency=4, name="a"))
+    second = p.add(gs.map(call("b"), concurrency=4, name="b"))
+    got = []
+    p.link(src, first, max_demand=5)
+    p.link(first, second, max_demand=5)
+    p.link(second, p.add(gs.consumer(got.extend, name="sink")))
+    await p.run()
+    assert got == list(range(40))
+    assert len(calls) == 80 and limiter.taken == 80
+    assert len(limiter.given) == 80 and within_the_limit(limiter.given, 3, 0.02)
+    gs.check_balance(p)
+
+
+async def test_waiters_are_served_in_order_and_a_cancelled_one_takes_no_place():
+    limiter = gs.RateLimit(1, 0.01)
+    order = []
+
+    async def wait(i):
+        async with limiter:
+            order.append(i)
+
+    async with anyio.create_task_group() as tg:
+        await limiter.acquire()  # the window is full now
+        with anyio.CancelScope() as gone:
+            gone.cancel()
+            await limiter.acquire()  # cancelled while waiting
+        for i in range(4):
+            tg.start_soon(wait, i)
+            await anyio.sleep(0)  # (each joins the line before the next)
+    assert order == [0, 1, 2, 3]
+    assert limiter.taken == 5 and not limiter._queue
+
+
+def test_threads_share_a_limiter_with_with():
+    import concurrent.futures
+
+    limiter = Logged(2, 0.01)
+
+    def call(i):
+        with limiter:
+            return i
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert sorted(pool.map(call, range(12))) == list(range(12))
+    assert limiter.taken == 12 and within_the_limit(limiter.given, 2, 0.01)
+
+
+async def test_rate_limit_takes_a_shared_limiter_for_the_events_of_several_stages():
+    limiter = Logged(10, 0.02)
+    p = gs.Pipeline(metrics_interval=None)
+    got = []
+    sink = p.add(gs.consumer(got.extend, name="sink"))
+    for name in ("left", "right"):
+        p.link(p.add(gs.from_iterable(range(30), rate_limit=limiter, name=name)), sink)
+    await p.run()
+    assert sorted(got) == sorted([*range(30), *range(30)])
+    assert within_the_limit(limiter.given, 10, 0.02) and len(limiter.given) == 60
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, 1.0), "RateLimit: n must be an int >= 1"),
+        ((1.5, 1.0), "RateLimit: n must be an int >= 1"),
+        ((2, 0), "RateLimit: seconds must be a number > 0"),
+        ((2, "1"), "RateLimit: seconds must be a number > 0"),
+    ],
+)
+def test_a_bad_limiter_is_refused(args, message):
+    with pytest.raises(ValueError, match=message):
+        gs.RateLimit(*args)
+
+
 def test_the_backoff_doubles_up_to_its_cap_with_jitter_within_one_backoff():
     retry = gs.Retry(attempts=6, backoff=0.5, max_backoff=3.0, jitter=False)
     assert [retry.wait(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]

@@ -16,7 +16,7 @@ from typing import Any
 
 from .dispatchers import DemandDispatcher
 from .partition import PartitionDispatcher
-from .policies import check_rate_limit, check_retry
+from .policies import check_rate_limit, check_retry, parse_rate
 from .remote import check_executor
 
 #: The kinds of stage, as options see them (a ConcurrentConsumer is a consumer that
@@ -52,8 +52,9 @@ class Option:
     fused: bool
     attribute: str = ""
     per_kind: Mapping[str, Any] | None = None
-    #: How a ``%%stage`` flag's text becomes the value: "int", "number", "text" or
-    #: "expression" (evaluated in the notebook's namespace); None: no flag.
+    #: How a ``%%stage`` flag's text becomes the value: "int", "number", "text",
+    #: "expression" (evaluated in the notebook's namespace) or "rate" (``N/SECONDS``, or
+    #: an expression); None: no flag.
     flag: str | None = None
 
     @property
@@ -69,7 +70,9 @@ class Option:
         """The value a ``%%stage`` flag's ``text`` gives (ValueError naming the flag)."""
         if self.flag == "text":
             return text
-        if self.flag == "expression":
+        if self.flag == "rate" and (rate := parse_rate(text)) is not None:
+            return rate
+        if self.flag in ("expression", "rate"):
             try:
                 return eval(text, dict(namespace))  # noqa: S307  (the user's own notebook)
             except Exception as exc:
@@ -232,9 +235,10 @@ OPTIONS: tuple[Option, ...] = (
         None,
         _rate_limit,
         "`(n, seconds)`: at most n events leave in any window of that many seconds; the "
-        "rest wait, nothing is dropped",
+        "rest wait, nothing is dropped (a `gs.RateLimit` object: one window shared by the "
+        "stages given it; `%%stage --rate-limit N/SECONDS`)",
         fused=False,  # events leave paced
-        flag="expression",
+        flag="rate",
     ),
     Option(
         "buffer_size",

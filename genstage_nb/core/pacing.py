@@ -36,7 +36,10 @@ class Pacing(Role):
     def _init_pacing(self, stage: Any) -> None:
         """The rate limit's window (fresh per run) and the deliveries it holds back."""
         rate = getattr(stage, "rate_limit", None)
-        self.rate = RateLimit(*rate) if rate is not None else None
+        if rate is None or isinstance(rate, RateLimit):
+            self.rate = rate  # (a shared gs.RateLimit: one window for all its stages)
+        else:
+            self.rate = RateLimit(*rate)
         self._held = deque()  # (subscription, events) the rate limit holds back
         self._held_count = 0
         self._release_at = None

@@ -1,10 +1,11 @@
 """How a stage paces and repeats its work: ``rate_limit=`` and ``retry=``.
 
-- ``RateLimit(n, seconds)``: at most ``n`` events leave the stage in any window of
-  ``seconds`` (a sliding window, over the times events were sent: unlike a window that
-  resets at fixed times, it never lets ``n`` go at the end of one window and ``n`` more
-  at the start of the next). The events that may not go yet wait, with the demand they
-  answer (back-pressure: nothing is dropped).
+- ``rate_limit=(n, seconds)``: at most ``n`` events leave the stage in any window of
+  ``seconds`` (a sliding window, ``RateLimit``). The events that may not go yet wait,
+  with the demand they answer (back-pressure: nothing is dropped).
+- ``gs.RateLimit(n, seconds)``: the same window as an object a hook awaits
+  (``async with limiter:``), shareable by several stages: at most ``n`` calls to a
+  service in any window of ``seconds``.
 - ``Retry(attempts, on, backoff, max_backoff, jitter)``: a hook call that raises one of
   ``on`` is made again with the same events, after an exponential backoff (tenacity's
   wait strategies), up to ``attempts`` calls in all.
@@ -12,27 +13,60 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
+from time import perf_counter as clock
 from typing import Any
 
 
 class RateLimit:
-    """A sliding window: ``allow(now, k)`` -> how many of ``k`` events may go now.
+    """At most ``n`` entries in any window of ``seconds``: a limiter a hook awaits.
 
-    >>> limit = RateLimit(3, 1.0)
-    >>> limit.allow(0.0, 2), limit.allow(0.5, 5), limit.allow(0.9, 1)
+    ``async with limiter:`` (in an async hook) waits until the window has room and takes
+    one place; ``with limiter:`` does the same in a thread (a sync hook on an executor).
+    One limiter may be shared by several stages, or by the calls of one ``gs.map`` with
+    ``concurrency``: "at most N calls a second" to a service, whichever stage makes them
+    (``rate_limit=(n, seconds)`` on a stage counts the events that leave it instead).
+    The window slides over the times places were taken: unlike a window that resets at
+    fixed times, it never lets ``n`` go at the end of one window and ``n`` more at the
+    start of the next. Waiters are served in the order they came.
+
+    >>> import anyio, genstage_nb as gs
+    >>> limiter = gs.RateLimit(2, 0.05)
+    >>> async def call(i):
+    ...     async with limiter:  # at most 2 calls in any 0.05 s
+    ...         return i
+    >>> async def main():
+    ...     return [await call(i) for i in range(5)]
+    >>> anyio.run(main), limiter.taken
+    ([0, 1, 2, 3, 4], 5)
+
+    The window itself, for the runtime (``rate_limit=``) and for tests:
+    ``allow(now, k)`` takes up to ``k`` places at ``now`` and says how many it took;
+    ``next_free(now)`` is when room for one more opens.
+
+    >>> window = gs.RateLimit(3, 1.0)
+    >>> window.allow(0.0, 2), window.allow(0.5, 5), window.allow(0.9, 1)
     (2, 1, 0)
-    >>> limit.next_free(0.9), limit.allow(1.0, 5)  # the first two leave the window at 1.0
+    >>> window.next_free(0.9), window.allow(1.0, 5)  # the first two leave the window at 1.0
     (1.0, 2)
     """
 
-    __slots__ = ("n", "seconds", "_sent", "_in_window")
+    __slots__ = ("n", "seconds", "taken", "_sent", "_in_window", "_lock", "_queue")
 
     def __init__(self, n: int, seconds: float) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"RateLimit: n must be an int >= 1 (entries per window), got {n!r}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ValueError(f"RateLimit: seconds must be a number > 0, got {seconds!r}")
         self.n = n
-        self.seconds = seconds
+        self.seconds = float(seconds)
+        self.taken = 0  # places taken through acquire / async with / with
         self._sent: deque[list] = deque()  # [time, count], oldest first
         self._in_window = 0
+        self._lock = threading.Lock()  # (threads and the event loop may share one)
+        self._queue: deque[object] = deque()  # waiters, first come first served
 
     def _expire(self, now: float) -> None:
         sent = self._sent
@@ -40,7 +74,7 @@ class RateLimit:
             self._in_window -= sent.popleft()[1]
 
     def allow(self, now: float, k: int) -> int:
-        """Take up to ``k`` events' room now; return how many may go."""
+        """Take up to ``k`` places now; return how many were taken."""
         self._expire(now)
         j = min(k, self.n - self._in_window)
         if j > 0:
@@ -52,16 +86,79 @@ class RateLimit:
         return max(j, 0)
 
     def next_free(self, now: float) -> float:
-        """When room for at least one more event opens."""
+        """When room for at least one more place opens."""
         self._expire(now)
         if self._in_window < self.n or not self._sent:
             return now
         return self._sent[0][0] + self.seconds
 
+    def _try(self, ticket: object) -> float:
+        """Take a place for ``ticket`` if it is first in line and there is room: 0.0;
+        else the seconds to wait before trying again."""
+        with self._lock:
+            now = clock()
+            if self._queue[0] is ticket and self.allow(now, 1):
+                self._queue.popleft()
+                self.taken += 1
+                return 0.0
+            return max(self.next_free(now) - now, 0.0) or self.seconds / (4 * self.n)
+
+    def _enter_line(self) -> object:
+        ticket = object()
+        with self._lock:
+            self._queue.append(ticket)
+        return ticket
+
+    def _leave_line(self, ticket: object) -> None:
+        with self._lock:
+            if ticket in self._queue:
+                self._queue.remove(ticket)
+
+    async def acquire(self) -> None:
+        """Wait (on the event loop) until the window has room, and take one place."""
+        import anyio
+
+        ticket = self._enter_line()
+        try:
+            while wait := self._try(ticket):
+                await anyio.sleep(wait)
+        except BaseException:
+            self._leave_line(ticket)  # cancelled while waiting: no place taken
+            raise
+
+    def acquire_sync(self) -> None:
+        """Wait (blocking this thread) until the window has room, and take one place."""
+        ticket = self._enter_line()
+        try:
+            while wait := self._try(ticket):
+                time.sleep(wait)
+        except BaseException:
+            self._leave_line(ticket)
+            raise
+
+    async def __aenter__(self) -> RateLimit:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __enter__(self) -> RateLimit:
+        self.acquire_sync()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.n}, {self.seconds:g})"
+
 
 def check_rate_limit(label: str, value: Any) -> RateLimit | None:
-    if value is None:
-        return None
+    """``rate_limit=``: None, ``(n, seconds)``, or a ``gs.RateLimit`` shared with other
+    stages (and hooks): the events leaving all of them count in one window."""
+    if value is None or isinstance(value, RateLimit):
+        return value
     ok = (
         isinstance(value, tuple)
         and len(value) == 2
@@ -75,9 +172,20 @@ def check_rate_limit(label: str, value: Any) -> RateLimit | None:
     if not ok:
         raise ValueError(
             f"stage {label!r}: rate_limit must be (n, seconds): at most n >= 1 events in "
-            f"any window of seconds > 0, got {value!r}"
+            f"any window of seconds > 0 (or a gs.RateLimit), got {value!r}"
         )
     return RateLimit(value[0], float(value[1]))
+
+
+def parse_rate(text: str) -> tuple[int, float] | None:
+    """``"N/SECONDS"`` (``%%stage --rate-limit 10/1``) -> ``(N, SECONDS)``; None when
+    the text is not of that form."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d*)?|\.\d+)\s*", text)
+    if match is None:
+        return None
+    return int(match.group(1)), float(match.group(2))
 
 
 class Retry:
@@ -170,4 +278,4 @@ def check_retry(label: str, value: Any) -> Retry | None:
     raise TypeError(f"stage {label!r}: retry must be a gs.Retry(...) or None, got {value!r}")
 
 
-__all__ = ["RateLimit", "Retry", "check_rate_limit", "check_retry"]
+__all__ = ["RateLimit", "Retry", "check_rate_limit", "check_retry", "parse_rate"]
