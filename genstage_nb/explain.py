@@ -133,7 +133,7 @@ def _where_it_runs(stage: Any, name: str, busy: str) -> str:
             f"{name!r} is the bottleneck: its executor is busy {busy} of the time; raise its "
             f"`concurrency` (now {concurrency}) and the executor's workers."
         )
-    if _is_async(stage):
+    if is_async(stage):
         return (
             f"{name!r} is the bottleneck: busy {busy} of the time awaiting its async calls; "
             f"raise its `concurrency` (now {concurrency}) to have more calls in flight at once."
@@ -166,7 +166,7 @@ def _batch_advice(stage: Any, name: str, links: list) -> list[str]:
     return advice
 
 
-def _is_async(stage: Any) -> bool:
+def is_async(stage: Any) -> bool:
     fn = getattr(stage, "_gs_map", None) or getattr(stage, "handle_events", None)
     return inspect.iscoroutinefunction(fn)
 

@@ -224,6 +224,30 @@ def run_while_running():
     return anyio.run(twice)
 
 
+def add_again_while_running(new):
+    """``p.add`` of a running stage's name with ``new(name=...)``: the error."""
+    p, src, mid, sink = three_stages()
+    p.link(src, mid)
+    p.link(mid, sink)
+
+    async def cell():
+        p.start()
+        try:
+            p.add(new(), name="double")
+        except ValueError as error:
+            return error
+        finally:
+            await p.stop(timeout=0)
+
+    return anyio.run(cell)
+
+
+def add_again_without_room_for_links():
+    p, src, mid, sink = three_stages()
+    p.link(src, mid)
+    return p.add(gs.consumer(print), name="numbers")
+
+
 def demand_mode_unknown():
     p, src, *_ = three_stages()
     src.demand_mode = "later"
@@ -388,7 +412,11 @@ CASES = {
     "from-iterable": lambda: gs.from_iterable(5),
     # building the graph
     "add-not-a-stage": lambda: gs.Pipeline().add(print),
-    "add-duplicate-name": lambda: three_stages()[0].add(gs.consumer(print), name="sink"),
+    "add-again-links": add_again_without_room_for_links,
+    "add-again-kind": lambda: add_again_while_running(lambda: gs.consumer(print)),
+    "add-again-option": lambda: add_again_while_running(
+        lambda: gs.producer_consumer(lambda e: e, buffer_size=5)
+    ),
     "add-twice": lambda: gs.Pipeline().add(three_stages()[1]),
     "link-max-demand": lambda: link(max_demand=0),
     "link-max-demand-type": lambda: link(max_demand="10"),

@@ -684,6 +684,46 @@ async def test_from_iterable_over_an_async_iterable():
     assert c.events == list(range(25))
 
 
+async def test_an_async_source_sends_what_it_has_before_it_waits():
+    gate, reached, out = anyio.Event(), anyio.Event(), []
+
+    async def numbers():
+        yield 0
+        yield 1
+        await gate.wait()  # (a quiet socket, say)
+        yield 2
+
+    def take(events):
+        out.extend(events)
+        if out == [0, 1]:
+            reached.set()  # 0 and 1 came although the demand of 10 is not met
+
+    p = gs.Pipeline(metrics_interval=None)
+    p.link(p.add(gs.from_iterable(numbers())), p.add(gs.consumer(take)), max_demand=10)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await reached.wait()
+        gate.set()
+    assert out == [0, 1, 2]
+
+
+async def test_a_pipeline_stopped_while_an_async_source_waits_ends():
+    async def quiet():
+        yield 0
+        await anyio.sleep_forever()
+        yield 1
+
+    out = []
+    p = gs.Pipeline(metrics_interval=None)
+    p.link(p.add(gs.from_iterable(quiet())), p.add(gs.consumer(out.extend)), max_demand=10)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        while not out:
+            await anyio.sleep(0)
+        await p.stop(timeout=0)  # (its hook waits for good: the stop cancels it)
+    assert out == [0] and not p.running
+
+
 async def test_async_hooks_everywhere():
     class AsyncSource(gs.Producer):
         async def init(self):

@@ -90,9 +90,9 @@ def test_default_pipeline_is_used_without_pipeline_option(shell):
     shell.run_line_magic("pipeline", "reset")
     shell.run_cell_magic("stage", "lonely", "def handle_events(events):\n    pass")
     assert "lonely" in gs.default_pipeline().stages
-    assert gs.default_pipeline() is not gs_default
+    assert gs.default_pipeline() is gs_default  # reset empties the same object
     shell.run_line_magic("pipeline", "reset")
-    assert gs.default_pipeline().stages == {}
+    assert gs.default_pipeline().stages == {} and gs.default_pipeline() is gs_default
 
 
 BAD_CELLS = [

@@ -61,15 +61,52 @@ class IterableProducer(Producer):
         return events
 
     async def _take_async(self, demand: int) -> list:
-        events = []
+        # Items an async source has ready are taken in one list; before a step that
+        # would wait, what was taken is sent on, so no event waits for a later one.
+        events: list = []
         source = self._aiter
         for _ in range(demand):
+            step = anext(source).__await__()
             try:
-                events.append(await anext(source))
+                try:
+                    trap = step.send(None)
+                except StopIteration as ready:
+                    events.append(ready.value)
+                    continue
+                if events:
+                    self.emit(events)
+                    events = []
+                events.append(await _Resumed(step, trap))
             except StopAsyncIteration:
                 self.finish()
                 break
         return events
+
+
+class _Resumed:
+    """Awaits the rest of an awaitable whose first step was taken by hand (it yielded
+    ``trap`` to the event loop): what the loop sends or throws goes on to it."""
+
+    __slots__ = ("step", "trap")
+
+    def __init__(self, step: Any, trap: Any) -> None:
+        self.step, self.trap = step, trap
+
+    def __await__(self) -> Any:
+        step, value = self.step, self.trap
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # a cancellation, say: the awaitable sees it
+                try:
+                    value = step.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    value = step.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 def from_iterable(iterable: Iterable | AsyncIterable, **options: Any) -> Producer:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.lowlevel import checkpoint
 
-from .remote import Job, _is_async, check_picklable, submitter
+from .remote import Job, check_picklable, is_async, submitter
 from .roles import Role
 from .timing import BUSY, SLICE, clock, rest_mode
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 def _async_hook(stage: Any) -> bool:
-    return _is_async(stage.handle_events)
+    return is_async(stage.handle_events)
 
 
 class Jobs(Role):
@@ -179,9 +179,10 @@ class Jobs(Role):
     async def _worker(self) -> None:
         """One of ``concurrency`` tasks that make the calls on the event loop."""
         ready, idle = self._jobs_ready, self._idle
-        fn, stage = self._map_fn, self.stage
+        stage = self.stage
         since = clock()
         while True:
+            fn = self._map_fn  # (read again after each wait: a re-run cell may swap it)
             while ready:
                 job = ready.popleft()
                 arg = job.batch[0] if fn is not None else job.batch

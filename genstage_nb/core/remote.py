@@ -49,7 +49,7 @@ def check_concurrency(stage: Any) -> None:
         return
     fn = getattr(stage, "_gs_map", None)  # gs.map's function, called per event
     hook = fn if fn is not None else getattr(stage, "handle_events", None)
-    if hook is None or _is_async(hook):
+    if hook is None or is_async(hook):
         return
     if fn is not None:
         raise ValueError(
@@ -66,7 +66,7 @@ def check_concurrency(stage: Any) -> None:
     )
 
 
-def _is_async(fn: Any) -> bool:
+def is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
     )

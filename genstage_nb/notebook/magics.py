@@ -15,7 +15,7 @@ from ..core.stage import Stage
 from ..core.subscription import CANCEL_MODES
 from ..flow import Flow
 from ..flow.running import started_flow
-from ..pipeline import Pipeline, default_pipeline, reset_default_pipeline
+from ..pipeline import Pipeline, default_pipeline
 from ..watchdog import current_warnings
 from . import cells
 from .cells import CELL_CLASSES, KINDS, CellError, _CellHooks
@@ -287,9 +287,6 @@ class StageMagics(Magics):
                 f"stage {name!r} would change from {old.kind} to {new.kind}; stop the "
                 f"pipeline first (%pipeline stop), or give the cell --kind {old.kind}"
             )
-        ins = [d["subscription"] for _, _, d in p.graph.in_edges(name, data=True)]
-        outs = [d["subscription"] for _, _, d in p.graph.out_edges(name, data=True)]
-        p._remove(name)
         new.__dict__.update(
             {
                 k: v
@@ -297,11 +294,7 @@ class StageMagics(Magics):
                 if not k.startswith("_") and k not in cells.HOOKS and k not in OPTION_SLOTS
             }
         )
-        p.add(new, name=name)
-        for sub in ins:
-            _relink(p, sub, sub.producer, new)
-        for sub in outs:
-            _relink(p, sub, new, sub.consumer)
+        p._replace(old, new)
         return new
 
     def _subscribe(
@@ -379,15 +372,14 @@ class StageMagics(Magics):
             return p.plot()
         if command == "dashboard":
             return p.dashboard()
-        # reset
-        if p.running:
-            p.stop(timeout=0)
-        if args.pipeline is None:
-            reset_default_pipeline()
-        else:
-            for name in list(p.stages):
-                p._remove(name)
-        print("pipeline reset")
+        # reset: the same object, emptied (a notebook's p stays valid)
+        was_running = p.running
+        p.reset()
+        print(
+            "pipeline stopping; it is emptied once its stages have stopped"
+            if was_running
+            else "pipeline reset"
+        )
         return None
 
     def _go_on(self, p: Pipeline, command: str, name: str | None) -> None:
@@ -440,17 +432,3 @@ def _as_cell_error(shell: Any, failure: cells.CellCodeError) -> _CellCodeShown:
     shown.error = error
     shown._stb = stb
     return shown
-
-
-def _relink(p: Pipeline, sub: Any, producer: Any, consumer: Any) -> None:
-    """Link ``producer`` to ``consumer`` with ``sub``'s options (a defaulted min_demand
-    stays defaulted, so it keeps following max_demand)."""
-    p.link(
-        producer,
-        consumer,
-        max_demand=sub.max_demand,
-        min_demand=None if sub._min_default else sub.min_demand,
-        cancel=sub.cancel,
-        partition=sub.partition,
-        selector=sub.selector,
-    )

@@ -9,7 +9,7 @@ subscription to the stages' runtime (live, if the pipeline runs).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 
@@ -17,9 +17,6 @@ from ..core.process import Process
 from ..core.stage import Stage
 from ..core.subscription import Subscription
 from .parts import Part
-
-if TYPE_CHECKING:
-    pass
 
 
 class GraphBuilding(Part):
@@ -64,8 +61,17 @@ class GraphBuilding(Part):
         return [data["subscription"] for _, _, data in self._graph.edges(data=True)]
 
     def add(self, stage: Stage, name: str | None = None) -> Stage:
-        """Add ``stage`` under a unique ``name`` (default: its ``name`` option or its class
-        name) and return it. Works before and while the pipeline runs.
+        """Add ``stage`` under ``name`` (default: its ``name`` option or its class name)
+        and return the stage the pipeline now holds under that name. Works before and
+        while the pipeline runs.
+
+        A name the pipeline has already (a notebook cell run again) takes the new
+        stage's place, saying which of two things was done: when the pipeline is not
+        running, the new stage **replaces** the old one, in its links; when it runs,
+        the old stage **takes the new one's code** in place (its class and hooks), keeping
+        its state, buffer and links, and that old stage is returned (a paused one is
+        resumed with its failed batch, as a re-run ``%%stage`` cell does). A running
+        stage cannot change its kind or options in place (stop the pipeline first).
 
         >>> import genstage_nb as gs
         >>> p = gs.Pipeline()
@@ -73,6 +79,12 @@ class GraphBuilding(Part):
         'numbers'
         >>> p.add(gs.consumer(print)).name  # the default: the function's name
         'print'
+        >>> _ = p.link("numbers", "print")
+        >>> p.add(gs.consumer(len), name="print").name  # the cell run again
+        stage 'print' replaced (the pipeline is not running); its links kept
+        'print'
+        >>> p.graph.has_edge("numbers", "print")
+        True
         """
         if not isinstance(stage, Stage):
             raise TypeError(
@@ -81,15 +93,14 @@ class GraphBuilding(Part):
             )
         if stage._pipeline is not None:
             raise ValueError(f"stage {stage.name!r} is already in a pipeline")
-        if name is not None:
-            if not isinstance(name, str) or not name:
-                raise TypeError(f"Pipeline.add: name must be a non-empty str, got {name!r}")
-        elif stage._name is not None:
-            name = stage._name
-        else:
-            name = self._default_name(stage)
+        if self._reset_at_end:
+            raise RuntimeError(
+                f"{self._label}: it is being reset (its stages are stopping); add the stage "
+                f"again in a moment"
+            )
+        name = self._name_for(stage, name)
         if name in self._graph:
-            raise ValueError(f"Pipeline.add: duplicate stage name {name!r}")
+            return self._add_again(name, stage)
         old_name, stage._name = stage._name, name
         try:
             proc = Process(stage, self._whole)  # checks what only a run would find (pickling)
@@ -105,6 +116,13 @@ class GraphBuilding(Part):
             if self._tg is not None:
                 self._tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
         return stage
+
+    def _name_for(self, stage: Stage, name: str | None) -> str:
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"Pipeline.add: name must be a non-empty str, got {name!r}")
+            return name
+        return stage._name if stage._name is not None else self._default_name(stage)
 
     def _default_name(self, stage: Stage) -> str:
         base = getattr(stage, "_default_name", None) or re.sub(

@@ -3,9 +3,10 @@ methods one part calls of another.
 
 ``Pipeline`` (``pipeline.py``) joins its parts: building the graph (``graph.py``),
 running it (``runner.py``), running it in the background of a kernel
-(``background.py``), supervising its stages (``supervision.py``, the ``Supervisor``
-protocol of ``core``) and the views a user reads (``views.py``). ``Pipeline.__init__``
-sets the state below; a part uses of another only what is declared here.
+(``background.py``), taking a stage added again (``rerun.py``), supervising its
+stages (``supervision.py``, the ``Supervisor`` protocol of ``core``) and the views a
+user reads (``views.py``). ``Pipeline.__init__`` sets the state below; a part uses of
+another only what is declared here.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Part:
     _background: Any
     _call_in_loop: Any  # runs a function in the loop's thread (stop)
     _loop_thread: int
+    _reset_at_end: bool  # Pipeline.reset of a running pipeline: empty it once stopped
 
     @property
     def _whole(self) -> Pipeline:
@@ -86,6 +88,7 @@ class Part:
         def _stage(self, where: str, stage: Stage | str) -> Stage: ...
         def _wire(self, sub: Subscription) -> None: ...
         def _remove(self, name: str) -> None: ...
+        def _add_again(self, name: str, new: Stage) -> Stage: ...
         async def _run(self) -> None: ...
         def _fresh_processes(self) -> None: ...
         def _wake_pause_waiters(self) -> None: ...

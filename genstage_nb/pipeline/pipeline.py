@@ -1,7 +1,8 @@
 """``Pipeline``: stages held as a networkx graph, linked, run and supervised.
 
 The class is thin: it holds the options and the state its roles share, and joins the
-roles, each a file of its own: ``graph.py`` (add, link, unlink), ``runner.py`` (run,
+roles, each a file of its own: ``graph.py`` (add, link, unlink), ``rerun.py`` (a
+stage added again), ``runner.py`` (run,
 start, stop, wait), ``supervision.py`` (what the stages' processes report) and
 ``views.py`` (streams, plots, the graph, the dashboard).
 """
@@ -22,6 +23,7 @@ from ..stalls import Stall
 from ..watchdog import SlowHandler
 from .background import Background
 from .graph import GraphBuilding
+from .rerun import Rerunning
 from .runner import Running
 from .supervision import Supervision
 from .views import Views
@@ -40,7 +42,7 @@ def _check_seconds(option: str, value: Any, none_means: str) -> None:
         )
 
 
-class Pipeline(GraphBuilding, Running, Background, Supervision, Views):
+class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Views):
     """A graph of stages, run as one unit.
 
     >>> import genstage_nb as gs
@@ -127,6 +129,7 @@ class Pipeline(GraphBuilding, Running, Background, Supervision, Views):
         self._background: Any = None
         self._call_in_loop: Any = None  # runs a function in the loop's thread (stop)
         self._loop_thread = 0
+        self._reset_at_end = False
         self.error: PipelineError | None = None
 
     def __repr__(self) -> str:
@@ -155,10 +158,11 @@ def default_pipeline() -> Pipeline:
 
 
 def reset_default_pipeline() -> Pipeline:
-    """Replace the default pipeline with a new, empty one and return it."""
-    global _default
-    _default = Pipeline("default", on_failure="pause")
-    return _default
+    """Empty the default pipeline in place (``Pipeline.reset``) and return it: a
+    notebook's ``p = gs.default_pipeline()`` stays valid."""
+    p = default_pipeline()
+    p.reset()
+    return p
 
 
 __all__ = ["ON_FAILURE", "Pipeline", "default_pipeline", "reset_default_pipeline"]

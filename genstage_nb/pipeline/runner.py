@@ -183,10 +183,43 @@ class Running(Part):
         for name, data in list(self._graph.nodes(data=True)):
             if getattr(data["stage"], "_gs_one_run", False):
                 self._remove(name)  # a stream serves one run
+        if self._reset_at_end:
+            self.reset()
         finished = self._finished
         if finished is not None:
             finished.set()
         self._wake_pause_waiters()
+
+    def reset(self) -> None:
+        """Empty the pipeline in place: every stage and link removed, the records of its
+        runs forgotten (``failures``, ``warnings``, ``error``, metrics, tuners); its
+        options stay, and so does the object (a notebook's ``p`` stays valid).
+        ``%pipeline reset`` does this. A running pipeline is stopped at once (stop with
+        timeout 0) and emptied as soon as its stages have stopped; adding a stage
+        meanwhile is refused.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable([1])), p.add(gs.consumer(print)))
+        >>> p.reset()
+        >>> p.stages, p.subscriptions
+        ({}, [])
+        """
+        if self._running:
+            self._reset_at_end = True
+            self.stop(timeout=0)
+            return
+        self._reset_at_end = False
+        for tuner in self._tuners:
+            tuner.stop()
+        self._tuners = []
+        for name in list(self._graph):
+            self._remove(name)
+        self.failures = {}
+        self.warnings = []
+        self.error = None
+        self._departed = []
+        self.metrics.reset()
 
     def _fresh_processes(self) -> None:
         """A new run starts from new runtime state (stage objects keep theirs)."""
