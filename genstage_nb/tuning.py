@@ -18,32 +18,45 @@ history.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
 import anyio
 
-#: A trial must gain this much throughput to be kept.
+#: A trial must gain this much throughput to be kept (and more than the noise measured).
 GAIN = 0.05
-#: A settled tuner tunes again when the throughput moves this much.
+#: A change must beat this many times the noise measured (the relative standard error
+#: of the throughput), so that noise alone never moves the tuner.
+NOISE_SIGMAS = 3.0
+#: A settled tuner tunes again when the throughput moves this much (and beats the noise).
 SHIFT = 0.3
 #: Where a doubling would cross a bound, a last step up to the bound is tried when it
 #: is at least this much bigger.
 FILL = 0.25
+#: The parts of a measurement whose spread is its noise.
+WINDOWS = 4
+#: The most values one rule proposes: then it stays where it is, whatever it measures.
+MAX_STEPS = 16
+#: How many times a settled rule starts again on a changed workload.
+RETUNES = 2
 
 
 class TuneRule:
     """The decision rule for one ``max_demand`` (pure: no clock, no I/O).
 
-    ``observe(throughput, in_flight)`` takes the throughput measured at the current
-    value (events/s) and the events in flight, and returns the next value to try, or
-    None to keep it. It doubles the value while each doubling gains at least ``GAIN``,
-    goes back to the last value that did when one does not, and settles; where a
-    doubling would put more in flight than ``max_in_flight`` or ``throughput *
-    target_latency`` (in flight projected in proportion to the value), it tries the
-    largest value within them instead (if ``FILL`` bigger), and settles after that. It
-    halves the value when the events in flight exceed the bounds (and settles once they
-    are within), and never proposes a value whose projected in-flight would exceed them.
+    ``observe(throughput, in_flight, noise)`` takes the throughput measured at the
+    current value (events/s), the events in flight and the noise of the measurement (its
+    relative standard error), and returns the next value to try, or None to keep it. It
+    doubles the value while each doubling gains at least ``GAIN`` and ``NOISE_SIGMAS``
+    times the noise, goes back to the last value that did when one does not, and
+    settles; where a doubling would put more in flight than ``max_in_flight`` or
+    ``throughput * target_latency`` (in flight projected in proportion to the value), it
+    tries the largest value within them instead (if ``FILL`` bigger), and settles after
+    that. It halves the value when the events in flight exceed the bounds (and never
+    grows to a value that crossed them again), settling once they are within. It settles
+    for good after ``MAX_STEPS`` proposals, or after ``RETUNES`` new starts on a
+    changed workload; ``reason`` says why it stopped moving.
 
     >>> rule = TuneRule(10, max_in_flight=1000, target_latency=1.0)
     >>> rule.observe(100.0, 30)   # the base: try twice as much
@@ -54,6 +67,8 @@ class TuneRule:
     20
     >>> rule.settled, rule.observe(191.0, 60)
     (True, None)
+    >>> rule.reason
+    'max_demand 40 gained 3% over 20, less than the 5% a step must gain'
     """
 
     def __init__(
@@ -73,50 +88,80 @@ class TuneRule:
         self.phase = "base"
         self.best = 0.0
         self.previous: int | None = None
+        self.steps = 0
+        self.retunes = 0
+        self.reason = ""
 
     @property
     def settled(self) -> bool:
-        return self.phase == "settled"
+        return self.phase in ("settled", "done")
 
     def bound(self, throughput: float) -> float:
         """The most events that may be in flight at this throughput."""
         by_time = throughput * self.target_latency if throughput > 0 else float("inf")
         return min(self.max_in_flight, by_time)
 
-    def observe(self, throughput: float, in_flight: int) -> int | None:
+    def observe(self, throughput: float, in_flight: int, noise: float = 0.0) -> int | None:
         bound = self.bound(throughput)
         if in_flight > bound and self.current > 1:
-            # Too much in flight: back off, and measure from there (never this high again
-            # until the workload changes).
+            # Too much in flight: back off, and never grow this high again.
+            self.ceiling = min(self.ceiling, self.current - 1)
             self.previous = self.current
             self.current = max(1, self.current // self.factor)
             self.phase = "backed-off"
             self.best = 0.0
-            return self.current
+            self.reason = (
+                f"backed off from max_demand {self.previous}: {in_flight} events in flight, "
+                f"over the {bound:.0f} allowed (max_in_flight, or target_latency at "
+                f"{throughput:.0f} events/s)"
+            )
+            return self._step(self.current)
+        if self.phase == "done":
+            return None
         if self.phase == "backed-off":
             # Within the bounds again: stay (growing would only cross them again).
             self.phase = "settled"
             self.best = throughput
             return None
+        need = max(GAIN, NOISE_SIGMAS * noise)
         if self.phase == "base":
             self.best = throughput
             return self._grow(throughput, in_flight)
         if self.phase == "trial":
-            if throughput > 0 and throughput >= self.best * (1 + GAIN):
+            if throughput > 0 and throughput >= self.best * (1 + need):
                 self.best = throughput
                 return self._grow(throughput, in_flight)
             # It did not help: back to the last value that did, and stay there.
             self.phase = "settled"
             back, self.previous = self.previous, None
+            gain = throughput / self.best - 1 if self.best > 0 else 0.0
+            self.reason = (
+                f"max_demand {self.current} gained {gain:.0%} over {back}, less than the "
+                f"{need:.0%} a step must gain"
+                + (f" (3x the noise measured, {noise:.1%})" if need > GAIN else "")
+            )
             if back is not None and back != self.current:
                 self.current = back
-                return back
+                return self._step(back)
             return None
-        # Settled: tune again only when the workload changed.
-        if self.best > 0 and abs(throughput - self.best) / self.best > SHIFT:
+        # Settled: tune again only when the workload changed (beyond the noise).
+        shift = max(SHIFT, NOISE_SIGMAS * noise)
+        if self.best > 0 and abs(throughput - self.best) / self.best > shift:
+            if self.retunes >= RETUNES:
+                self.phase = "done"
+                self.reason += f"; it has started again {RETUNES} times, and stays"
+                return None
+            self.retunes += 1
             self.phase = "base"
-            return self.observe(throughput, in_flight)
+            return self.observe(throughput, in_flight, noise)
         return None
+
+    def _step(self, value: int) -> int:
+        self.steps += 1
+        if self.steps >= MAX_STEPS:
+            self.phase = "done"
+            self.reason = f"it made the {MAX_STEPS} steps a tuner may make, and stays"
+        return value
 
     def _grow(self, throughput: float, in_flight: int) -> int | None:
         new = min(self.ceiling, self.current * self.factor)
@@ -130,10 +175,16 @@ class TuneRule:
                 new = self.current
         if new <= self.current:
             self.phase = "settled"
+            self.reason = (
+                f"a bigger max_demand than {self.current} would put more than the "
+                f"{bound:.0f} events allowed in flight (max_in_flight, or target_latency)"
+                if new < self.ceiling
+                else f"max_demand {self.current} is as high as it may go"
+            )
             return None
         self.previous, self.current = self.current, new
         self.phase = "trial"
-        return new
+        return self._step(new)
 
 
 class Tuner:
@@ -143,6 +194,9 @@ class Tuner:
       started, as in the metrics; ``link``; the new ``max_demand``; the ``throughput``
       measured before the change); ``p.plot()`` marks each change;
     - ``settled``: True once it has stopped moving (``await tuner.wait_settled()``);
+      ``state`` ("tuning", "settled" or "stopped") and ``reason``, why it stopped moving;
+    - ``notices``: what it said (a link a user changed is left to the user from then on:
+      a slider, a cell or ``Subscription.tune``; ``released`` holds those links);
     - ``stop()``: stop tuning (the links keep their values). A tuner serves one run: it
       stops when the run ends (call ``autotune()`` again for the next).
     """
@@ -184,6 +238,27 @@ class Tuner:
         self._done: set[str] = set()
         self.listeners: list[Any] = []  # called with (subscription, max_demand) on a change
         self._settled_seen: anyio.Event | None = None  # set when it settles (for waiting)
+        self.noise = 0.0  # the last measurement's relative standard error
+        self.notices: list[str] = []
+        self.released: list[Any] = []  # links a user changed: no longer the tuner's
+        self._set: dict[Any, int] = {}  # the max_demand the tuner gave each link
+        self._why_stopped = ""
+
+    @property
+    def state(self) -> str:
+        """``"tuning"``, ``"settled"`` or ``"stopped"``."""
+        if self._stopped:
+            return "stopped"
+        return "settled" if self.settled else "tuning"
+
+    @property
+    def reason(self) -> str:
+        """Why it stopped moving (empty while it tunes)."""
+        if self._why_stopped:
+            return self._why_stopped
+        if self._rule is not None and self._rule.settled:
+            return self._rule.reason
+        return ""
 
     @property
     def settled(self) -> bool:
@@ -198,6 +273,31 @@ class Tuner:
     def stop(self) -> None:
         """Stop tuning; the links keep the values they have."""
         self._stopped = True
+        self._why_stopped = self._why_stopped or "stopped by stop()"
+
+    def _notice(self, text: str) -> None:
+        self.notices.append(text)
+        print(f"autotune: {text}")
+
+    def _release_changed(self) -> None:
+        """A link whose max_demand is not what the tuner gave it was changed by a user:
+        it is theirs from now on."""
+        mine = []
+        for sub in self._links:
+            given = self._set.get(sub)
+            if given is not None and sub.max_demand != given:
+                self.released.append(sub)
+                self._notice(
+                    f"{sub.producer.name} -> {sub.consumer.name}: max_demand set to "
+                    f"{sub.max_demand} by you; the tuner leaves this link alone from now on"
+                )
+            else:
+                mine.append(sub)
+        if len(mine) != len(self._links):
+            self._links = mine
+            if not mine and self._rule is not None:
+                self._rule.phase = "done"
+                self._rule.reason = "its links were changed by you"
 
     async def wait_settled(self) -> None:
         """Wait until the tuner has settled (it keeps watching the workload after)."""
@@ -227,14 +327,22 @@ class Tuner:
         return pending + sum(stats.buffered for stats in self.pipeline.statistics().values())
 
     async def _measure(self, ended: anyio.Event) -> float | None:
-        """Throughput over one interval, after one interval to let a change settle."""
-        for _ in range(2):
-            start, handled = time.perf_counter(), self._handled()
-            with anyio.move_on_after(self.interval):
+        """Throughput over one interval, after one interval to let a change settle; the
+        interval is taken in ``WINDOWS`` parts, whose spread is the noise
+        (``self.noise``: the relative standard error of the throughput)."""
+        with anyio.move_on_after(self.interval):
+            await ended.wait()
+        rates = []
+        for _ in range(WINDOWS):
+            begin, handled = time.perf_counter(), self._handled()
+            with anyio.move_on_after(self.interval / WINDOWS):
                 await ended.wait()
             if ended.is_set() or self._stopped:
                 return None
-        return (self._handled() - handled) / (time.perf_counter() - start)
+            rates.append((self._handled() - handled) / (time.perf_counter() - begin))
+        mean = statistics.fmean(rates)
+        self.noise = statistics.stdev(rates) / mean / WINDOWS**0.5 if mean > 0 else 0.0
+        return mean
 
     # -- deciding ------------------------------------------------------------------
 
@@ -265,8 +373,11 @@ class Tuner:
 
     def _apply(self, value: int) -> None:
         for sub in self._links:
+            self._set[sub] = value
             if sub.max_demand != value:
+                defaulted = sub._min_default  # (a defaulted min_demand follows max_demand)
                 sub.tune(max_demand=value, min_demand=value // 2)
+                sub._min_default = defaulted
                 # Once what the old asks left in flight is in, the lists come in whole
                 # batches of the new size again (DemandState.realign_to; set after
                 # tune(), which cancels a realignment in course). Otherwise a remainder
@@ -282,13 +393,18 @@ class Tuner:
             await self._tune(ended)
         finally:
             self._stopped = True
+            self._why_stopped = self._why_stopped or "the run ended"
 
     async def _tune(self, ended: anyio.Event) -> None:
         pipeline = self.pipeline
         while not ended.is_set() and not self._stopped:
             if self._rule is None or (self._rule.settled and self._pending_links()):
                 name = self._bottleneck()
-                links = self._path(name) if name is not None else []
+                links = [
+                    sub
+                    for sub in (self._path(name) if name is not None else [])
+                    if sub not in self.released
+                ]
                 if not links:
                     if await self._measure(ended) is None:
                         return
@@ -306,8 +422,11 @@ class Tuner:
                 return
             if pipeline.paused:
                 continue  # a paused stage holds the flow: nothing to learn from it
+            self._release_changed()
             was_settled = self._rule.settled
-            new = self._rule.observe(throughput, self._in_flight())
+            new = self._rule.observe(throughput, self._in_flight(), self.noise)
+            if self._rule.settled and not was_settled:
+                self._notice(f"settled at max_demand {self._rule.current}: {self._rule.reason}")
             if was_settled and not self._rule.settled:
                 self._done = {str(self._name)}  # the workload changed: tune again
             if self._rule.settled and not self._pending_links():

@@ -281,3 +281,91 @@ def test_the_sliders_follow_a_link_changed_elsewhere_without_tuning_it_again():
     assert (sliders.max_slider.value, sliders.min_slider.value) == (3000, 100)
     assert (sub.max_demand, sub.min_demand) == (3000, 100)  # not re-tuned to half
     dash.close()
+
+
+# -- settling --------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(1, 5000),
+    seen=st.lists(
+        st.tuples(st.floats(0.0, 1e6), st.integers(0, 10**6), st.floats(0.0, 0.5)),
+        min_size=1,
+        max_size=300,
+    ),
+)
+def test_property_whatever_it_measures_it_makes_a_bounded_number_of_steps(start, seen):
+    """Any throughput, in flight and noise, in any order: a bounded number of moves, then
+    it stays (growth ends at MAX_STEPS; after that only halvings, each below the last)."""
+    from genstage_nb.tuning import MAX_STEPS
+
+    rule = TuneRule(start, max_in_flight=50_000, target_latency=1.0)
+    moves = [v for t, f, n in seen if (v := rule.observe(t, f, n)) is not None]
+    assert len(moves) <= MAX_STEPS + start.bit_length()
+    if rule.phase == "done":
+        assert rule.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.floats(50.0, 5000.0),
+    start=st.integers(1, 2000),
+    wobble=st.lists(st.floats(-0.15, 0.15), min_size=200, max_size=200),
+)
+def test_property_a_stage_limited_by_its_concurrency_settles_and_stays(capacity, start, wobble):
+    """The pipeline of the flights notebook: an async stage whose concurrency caps the
+    throughput, whatever max_demand; in flight grows with max_demand; each measurement
+    is off by up to 15% and says so. The tuner settles and then never moves again."""
+    rule = TuneRule(start, max_in_flight=100_000, target_latency=1.0)
+    value, moves, last_move = start, 0, -1
+    for i, error in enumerate(wobble):
+        throughput = min(capacity, 10.0 * value) * (1 + error)
+        new = rule.observe(throughput, 2 * value, noise=0.15 / 3)
+        if new is not None:
+            value, moves, last_move = new, moves + 1, i
+    assert rule.settled and moves <= 16
+    assert last_move < 40, "it went on moving"
+
+
+def test_noise_it_measured_is_not_a_gain():
+    rule = TuneRule(100, max_in_flight=10**6, target_latency=10.0)
+    assert rule.observe(1000.0, 100, noise=0.04) == 200
+    assert rule.observe(1080.0, 200, noise=0.04) == 100  # +8%: under 3x 4% of noise
+    assert rule.settled and "3x the noise measured, 4.0%" in rule.reason
+    quiet = TuneRule(100, max_in_flight=10**6, target_latency=10.0)
+    quiet.observe(1000.0, 100, noise=0.01)
+    assert quiet.observe(1080.0, 200, noise=0.01) == 400  # +8% beats 5% and 3x 1%
+
+
+def test_it_never_grows_back_to_a_value_that_crossed_the_bounds():
+    rule = TuneRule(500, max_in_flight=10**6, target_latency=1.0)
+    assert rule.observe(100.0, 500) == 250  # 500 in flight at 100/s: over a second's worth
+    assert rule.observe(100.0, 250) == 125
+    assert rule.observe(100.0, 62) is None and rule.settled  # within: it stays
+    assert "backed off from max_demand 250" in rule.reason
+    for throughput in (300.0, 60.0, 400.0, 30.0):  # the workload moves: it may start again
+        new = rule.observe(throughput, rule.current // 2)
+        assert new is None or new <= 249
+
+
+def test_a_link_a_user_changes_is_left_to_the_user_with_a_notice(capsys):
+    p = gs.Pipeline()
+    src = p.add(gs.from_iterable(range(10)), name="src")
+    sub = p.link(src, p.add(gs.consumer(len, name="sink")), max_demand=10)
+    tuner = p.autotune()
+    tuner._links = [sub]
+    tuner._rule = TuneRule(10, max_in_flight=1000, target_latency=1.0)
+    tuner._apply(40)
+    assert (sub.max_demand, sub.min_demand, sub._min_default) == (40, 20, True)
+    tuner._release_changed()
+    assert tuner.released == []  # its own change
+    sub.tune(max_demand=1000)  # a slider, a cell run again, or code
+    tuner._release_changed()
+    assert tuner.released == [sub] and tuner._links == []
+    assert (sub.max_demand, sub.min_demand) == (1000, 500)  # the min follows, as defaulted
+    out = capsys.readouterr().out
+    assert "src -> sink: max_demand set to 1000 by you; the tuner leaves this link alone" in out
+    assert tuner.settled and tuner.reason == "its links were changed by you"
+    tuner.stop()
+    assert tuner.state == "stopped"
