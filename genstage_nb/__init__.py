@@ -38,6 +38,7 @@ from .explain import Explanation
 from .flow import Flow, Window, WindowResult
 from .metrics import check_balance
 from .pipeline import Pipeline, default_pipeline
+from .progress import Progress
 from .stalls import Stall
 from .watchdog import SlowHandler
 
@@ -78,6 +79,7 @@ __all__ = [
     "PipelineError",
     "Producer",
     "ProducerConsumer",
+    "Progress",
     "RateLimit",
     "Retry",
     "SlowHandler",

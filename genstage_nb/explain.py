@@ -14,48 +14,13 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .metrics import rate_label, recent
+
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Seconds of history an explanation looks at (at least two samples).
-WINDOW = 1.0
 #: A stage busier than this for the window is worth advice.
 BUSY = 0.5
-
-
-def recent(pipeline: Any) -> dict[str, dict[str, float]] | None:
-    """Stage name -> busy, backpressured, idle, throughput over the last ``WINDOW``
-    seconds of samples (None before two samples exist)."""
-    samples = pipeline.metrics.samples
-    if len(samples) < 2:
-        return None
-    t_last, last = samples[-1]
-    span = max(WINDOW, 4 * (pipeline.metrics_interval or 0.0))
-    first = next((s for s in samples[:-1] if t_last - s[0] <= span and t_last > s[0]), samples[-2])
-    t_first, before = first
-    dt = t_last - t_first
-    if dt <= 0:
-        return None
-    stages: dict[str, dict[str, float]] = {}
-    for name, now in last.items():
-        old = before.get(name)
-        if old is None:
-            continue
-        pairs = zip(now.times, old.times, strict=True)
-        shares = [min(max((a - b) / dt, 0.0), 1.0) for a, b in pairs]
-        total = sum(shares)
-        if total > 1.0:
-            shares = [x / total for x in shares]
-        handled = "events_out" if now.kind == "producer" else "events_in"
-        handled_now, handled_then = now.counts[handled], old.counts[handled]
-        stages[name] = {
-            "kind": now.kind,
-            "busy": shares[0],
-            "backpressured": shares[1],
-            "idle": shares[2],
-            "throughput": (handled_now - handled_then) / dt,
-        }
-    return stages or None
 
 
 def find_bottleneck(pipeline: Any, stages: dict[str, dict[str, float]] | None) -> str | None:
@@ -178,7 +143,8 @@ class Explanation:
     - ``bottleneck``: the name of the stage that limits throughput (None before two
       metric samples exist);
     - ``stages``: a DataFrame, one row per stage: ``busy``, ``backpressured``, ``idle``
-      (fractions of the last second or so) and ``throughput`` (events/s);
+      (fractions of the rate window, the last second or so) and ``throughput``
+      (events/s over the same window: ``rate``, its label, says how long);
     - ``advice``: sentences that name a stage and the option to change;
     - ``stalls``: the ``Stall`` notices of this run (``Pipeline(stall_after=...)``).
 
@@ -195,6 +161,7 @@ class Explanation:
     stages: pd.DataFrame
     advice: list[str] = field(default_factory=list)
     stalls: list[Any] = field(default_factory=list)
+    rate: str = "events/s"
 
     def _lines(self) -> list[str]:
         if self.bottleneck is None:
@@ -218,7 +185,7 @@ class Explanation:
             return f"**{self._lines()[0]}**"
         out = [f"**Bottleneck: `{self.bottleneck}`**", ""]
         out += [
-            "| stage | busy | back-pressured | idle | events/s |",
+            f"| stage | busy | back-pressured | idle | {self.rate} |",
             "|---|---:|---:|---:|---:|",
         ]
         for name, row in self.stages.iterrows():
@@ -243,7 +210,8 @@ def explain(pipeline: Any) -> Explanation:
     frame = pd.DataFrame.from_dict(stages or {}, orient="index", columns=columns)
     frame.index.name = "stage"
     stalls = [w for w in pipeline.warnings if type(w).__name__ == "Stall"]
-    return Explanation(name, frame, advise(pipeline, name, stages or {}), stalls)
+    advice = advise(pipeline, name, stages or {})
+    return Explanation(name, frame, advice, stalls, rate_label(pipeline))
 
 
 __all__ = ["Explanation", "explain", "find_bottleneck", "recent"]

@@ -62,6 +62,57 @@ _COUNTED = (
 _BALANCE = ("made", "accepted", "handled", "unhandled_in", "unhandled_out")
 
 
+#: Seconds over which events/s is measured, everywhere it is shown (the status table,
+#: the explanation, the progress, the throughput panel): at least four samples.
+RATE_WINDOW = 1.0
+
+
+def rate_window(pipeline: Any) -> float:
+    """The seconds events/s is measured over for ``pipeline``."""
+    return max(RATE_WINDOW, 4 * (pipeline.metrics_interval or 0.0))
+
+
+def rate_label(pipeline: Any) -> str:
+    """How events/s is labelled wherever it is shown."""
+    return f"events/s (last {rate_window(pipeline):g} s)"
+
+
+def recent(pipeline: Any) -> dict[str, dict[str, float]] | None:
+    """Stage name -> busy, backpressured, idle, throughput over the rate window (the
+    last ``rate_window`` seconds of samples; None before two samples exist): the one
+    events/s the status table, the explanation, the progress and the plots show."""
+    samples = pipeline.metrics.samples
+    if len(samples) < 2:
+        return None
+    t_last, last = samples[-1]
+    span = rate_window(pipeline)
+    first = next((s for s in samples[:-1] if t_last - s[0] <= span and t_last > s[0]), samples[-2])
+    t_first, before = first
+    dt = t_last - t_first
+    if dt <= 0:
+        return None
+    stages: dict[str, dict[str, float]] = {}
+    for name, now in last.items():
+        old = before.get(name)
+        if old is None:
+            continue
+        pairs = zip(now.times, old.times, strict=True)
+        shares = [min(max((a - b) / dt, 0.0), 1.0) for a, b in pairs]
+        total = sum(shares)
+        if total > 1.0:
+            shares = [x / total for x in shares]
+        handled = "events_out" if now.kind == "producer" else "events_in"
+        handled_now, handled_then = now.counts[handled], old.counts[handled]
+        stages[name] = {
+            "kind": now.kind,
+            "busy": shares[0],
+            "backpressured": shares[1],
+            "idle": shares[2],
+            "throughput": (handled_now - handled_then) / dt,
+        }
+    return stages or None
+
+
 def _shares(times: tuple, before: tuple, span: float) -> tuple[float, float, float]:
     """The fractions of ``span`` a stage was busy, back-pressured and idle (at most 1 in
     all: the rest it waited for its turn on the event loop)."""
@@ -124,7 +175,8 @@ class Metrics:
     - ``frame()``: a tidy ``pandas.DataFrame`` with columns ``time`` (seconds since
       the run started), ``stage``, ``metric`` and ``value``; metrics are ``events_in``
       and ``events_out`` (cumulative), ``throughput`` (events handled per second over
-      the interval: ``events_out`` for producers, ``events_in`` for the others),
+      the rate window, ``rate_window``: ``events_out`` for producers, ``events_in`` for
+      the others),
       ``buffer_size`` (events waiting in the stage), ``outstanding_demand`` (demand the
       stage has asked of its producers and not yet received), ``dropped`` (buffer
       overflow), ``failed`` (events in failed batches), ``discarded`` (partition hash
@@ -205,26 +257,34 @@ class Metrics:
         import pandas as pd
 
         records: list[tuple[float, str, str, float]] = []
-        # Rates are taken over at least half an interval: a sample right after another
-        # (the last one, at the end of a run) would give a meaningless spike.
+        # Throughput is taken over the rate window (the one events/s shown everywhere,
+        # as ``recent`` takes it): from the oldest sample within it. The time
+        # shares are per interval, over at least half of one (a sample right after
+        # another, the last one at the end of a run, would give a meaningless spike).
+        window = rate_window(self._pipeline)
         min_span = 0.5 * (self._pipeline.metrics_interval or 0.0)
-        previous: dict[str, tuple[float, float, float, tuple, tuple]] = {}
+        previous: dict[str, tuple[float, tuple, tuple]] = {}
+        opened: dict[str, deque[tuple[float, float]]] = {}
         for t, row in self._samples:
             for name, stats in row.items():
                 values: dict[str, float] = {field: stats.counts[field] for field in _COUNTED}
                 handled = values["events_out"] if stats.kind == "producer" else values["events_in"]
+                seen = opened.setdefault(name, deque())
+                seen.append((t, handled))
+                while len(seen) > 1 and t - seen[0][0] > window:
+                    seen.popleft()  # (the window opens with the oldest sample within it)
+                t0, h0 = seen[0]
+                rate = (handled - h0) / (t - t0) if t > t0 else 0.0
                 times = stats.times
                 last = previous.get(name)
                 if last is None:
-                    rate, shares = 0.0, (0.0, 0.0, 0.0)
-                    previous[name] = (t, handled, rate, times, shares)
+                    shares = (0.0, 0.0, 0.0)
+                    previous[name] = (t, times, shares)
                 elif t - last[0] >= min_span and t > last[0]:
-                    span = t - last[0]
-                    rate = (handled - last[1]) / span
-                    shares = _shares(times, last[3], span)
-                    previous[name] = (t, handled, rate, times, shares)
+                    shares = _shares(times, last[1], t - last[0])
+                    previous[name] = (t, times, shares)
                 else:
-                    rate, shares = last[2], last[4]
+                    shares = last[2]
                 values.update(zip(TIMES, shares, strict=True))
                 values.update(
                     throughput=rate,

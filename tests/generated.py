@@ -71,6 +71,7 @@ class Node:
     fault: Fault | None = None
     n: int = 0  # source: how many events
     accumulate: bool = False  # source: demand="accumulate", switched to forward later
+    total: bool = False  # source: says its total (total=n), for the progress
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Spec:
     stop_timeout: float = 1.0
     stream: tuple | None = None  # (producer, after events, read, max_demand)
     late: tuple | None = None  # (producer, after events, unlink after events or None)
+    peek: str | None = None  # a producer peeked at from before the run on
 
     def node(self, name: str) -> Node:
         """The node of that name (a plain sink for one linked during the run)."""
@@ -131,6 +133,7 @@ def pipelines(draw: Any, faults: bool = True) -> Spec:
                 accumulate=draw(st.integers(0, 7)) == 0,
             )
         )
+        nodes[-1].total = nodes[-1].kind == "exact" and draw(st.booleans())
     for i in range(n_pcs):
         kind = draw(st.sampled_from(["plain", "plain", "map", "batch", "executor"]))
         node = Node(
@@ -229,6 +232,14 @@ def pipelines(draw: Any, faults: bool = True) -> Spec:
                 draw(st.integers(1, 20)),
                 draw(st.sampled_from([1, 5, 100])),
             )
+    peekable = [
+        name
+        for name in producers
+        if spec.node(name).role == "source"
+        or (spec.node(name).kind == "plain" and spec.node(name).concurrency == 1)
+    ]
+    if draw(st.integers(0, 3)) == 0:
+        spec.peek = draw(st.sampled_from(peekable))
     if draw(st.integers(0, 5)) == 0:
         open_on = [name for name in producers if spec.node(name).dispatcher != "partition"]
         if open_on:
@@ -319,6 +330,8 @@ def make_source(node: Node, spec: Spec, books: Books) -> gs.Stage:
     options = {**_options(node), **_producing(node, spec)}
     if node.accumulate:
         options["demand"] = "accumulate"
+    if node.total:
+        options["total"] = node.n
 
     class Source(gs.Producer):
         def init(self) -> None:
@@ -592,6 +605,8 @@ def build(spec: Spec, books: Books, executor: Any) -> tuple[gs.Pipeline, dict]:
             m = link.selector
             options["selector"] = lambda e, m=m: e[1] % m != 0
         p.link(ends[link.producer][1], ends[link.consumer][0], **options)
+    if spec.peek is not None:
+        assert p.peek(ends[spec.peek][1]) == []  # kept from now on
     return p, ends
 
 
@@ -765,6 +780,27 @@ def check(spec: Spec, outcome: Outcome) -> None:
     if clean:
         assert outcome.error is None, f"a clean run failed: {outcome.error!r}"
         _check_exact(spec, receivers)
+        _check_progress_and_peek(spec, outcome)
+
+
+def _check_progress_and_peek(spec: Spec, outcome: Outcome) -> None:
+    """A clean run: the progress counts what the sinks got and is done (with a total,
+    the sum of the sources'); a peeked producer shows the last events it made."""
+    p, books = outcome.pipeline, outcome.books
+    progress = p.progress()
+    sinks = [node.name for node in spec.nodes if node.role == "sink"]
+    got = sum(len(books.received.get(name, [])) for name in sinks)
+    assert progress.done == got, f"progress {progress}: the sinks got {got}"
+    assert progress.state == "done", progress
+    sources = [node for node in spec.nodes if node.role == "source"]
+    if all(node.total for node in sources):
+        total = sum(node.n for node in sources)
+        assert (progress.total, progress.fraction) == (total, 1.0), f"{progress}: {total}"
+    else:
+        assert (progress.total, progress.fraction) == (None, None), progress
+    if spec.peek is not None:
+        made = books.emitted.get(spec.peek, [])
+        assert p.peek(spec.peek, 5) == made[-5:], f"peek at {spec.peek}"
 
 
 def _calls_repeat(node: Node, outcome: Outcome) -> bool:

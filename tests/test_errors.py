@@ -381,6 +381,9 @@ CASES = {
     "stage-buffer-size": lambda: gs.Producer(name="numbers", buffer_size=-5),
     "stage-buffer-keep": lambda: gs.Producer(name="numbers", buffer_keep="middle"),
     "stage-demand": lambda: gs.Producer(name="numbers", demand="later"),
+    "stage-total": lambda: gs.Producer(name="numbers", total=-3),
+    "peek-consumer": lambda: _one_link().peek("sink"),
+    "peek-n": lambda: _one_link().peek("src", n=-1),
     "stage-dispatcher-class": lambda: gs.Producer(
         name="numbers", dispatcher=gs.PartitionDispatcher
     ),
@@ -513,6 +516,12 @@ ROWS = table_rows()
 
 def test_every_row_has_a_case_and_every_case_a_row():
     assert sorted(ROWS) == sorted(CASES)
+
+
+def _one_link() -> gs.Pipeline:
+    p = gs.Pipeline()
+    p.link(p.add(gs.from_iterable([1]), name="src"), p.add(gs.consumer(len, name="sink")))
+    return p
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -206,3 +206,24 @@ def test_a_concurrent_consumer_restarted_handles_again_the_events_the_restart_cu
     )
     for _ in range(3):
         anyio.run(run_spec, spec, backend=anyio_backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_concurrent_consumer_counts_an_event_done_as_its_stage_ends(backend):
+    """Found by the generator (shrunk): an event whose handler finished just as the
+    concurrent consumer ended (its producer finished) was handled, but its count went
+    with the stage's last mail, so the progress said 0 of 1."""
+    from generated import Link, Node, Spec
+
+    spec = Spec(
+        nodes=[
+            Node("s0", "source", "exact", n=1, accumulate=True, buffer_size=None),
+            Node("s1", "source", "exact", n=0, accumulate=True),
+            Node("c0", "sink", "plain"),
+            Node("c1", "sink", "plain"),
+            Node("c2", "sink", "concurrent"),
+        ],
+        links=[Link("s1", "c0", 1, 0), Link("s1", "c1", 1, 0), Link("s0", "c2", 1, 0)],
+    )
+    outcome = anyio.run(run_spec, spec, backend=backend)  # (its checks count the progress)
+    assert outcome.pipeline.statistics()["c2"].counts["handled"] == 1

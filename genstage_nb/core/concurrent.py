@@ -32,6 +32,7 @@ class ConcurrentEvents(Role):
     _event_queue: deque
     _idle_event_workers: deque
     _events_at_work: dict[object, tuple[Subscription, Any]]
+    _served_out: bool  # the stage's mailbox is served no more: workers count themselves
 
     def _init_concurrent(self, stage: Any) -> None:
         """A ConcurrentConsumer's events in flight, per subscription, and its workers."""
@@ -42,6 +43,7 @@ class ConcurrentEvents(Role):
         # Events a worker is handling now: a restart (which cancels the workers) puts
         # them back first in the queue, so that none is lost.
         self._events_at_work = {}
+        self._served_out = False
 
     def _start_events(self, sub: Subscription, events: list) -> None:
         state = self._in_flight.setdefault(sub, [0, 0])
@@ -80,13 +82,29 @@ class ConcurrentEvents(Role):
         try:
             await self._retried_hook("handle_event", event)
         except Exception as exc:
-            if self.stopped:
+            if self.stopped or self._served_out:
                 # The stage already ended: record the failure here.
                 self._event_failed_late(exc, sub, event)
             else:
                 self.post(self._on_event_failed, exc, (sub, event))
             return
+        if self.stopped or self._served_out:
+            # The stage already ended (its last producer left while this event was at
+            # work): nothing serves its mailbox any more, so count the event here.
+            self._count_late_event(sub)
+            return
         self.post(self._on_event_done, sub)
+
+    def _count_late_event(self, sub: Subscription) -> None:
+        self.counters.batches += 1
+        self.counters.handled += 1
+        self._in_flight.setdefault(sub, [0, 0])[1] -= 1
+
+    def _serve_out(self) -> None:
+        """The stage has ended: the busy workers count their events themselves from now
+        on (what they posted before it ended went to ``_dead_letter``)."""
+        self._served_out = True
+        self._release_event_workers()
 
     def _start_event_workers(self) -> None:
         """After a restart: workers for the events that were waiting for one, the events

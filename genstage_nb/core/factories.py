@@ -21,6 +21,8 @@ class IterableProducer(Producer):
 
     def __init__(self, iterable: Iterable | AsyncIterable, **options: Any) -> None:
         super().__init__(**options)
+        if self._total is None and hasattr(iterable, "__len__"):
+            self._total = len(iterable)  # type: ignore[arg-type]  # (what progress shows)
         if isinstance(iterable, AsyncIterable):
             self._aiter = aiter(iterable)
             self.handle_demand = self._take_async  # type: ignore[method-assign,assignment]

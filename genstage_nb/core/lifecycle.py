@@ -157,6 +157,8 @@ class Lifecycle(Role):
                 )
         elif kind == messages.EVENT_FAILED:
             self._event_failed_late(a, *b)  # failed as the stage ended
+        elif kind == messages.EVENT_DONE:
+            self._count_late_event(a)  # handled as the stage ended
         elif kind == messages.CALL:
             b.error = RuntimeError(f"stage {self.name!r} stopped before answering the call")
             b.event.set()

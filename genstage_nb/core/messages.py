@@ -24,6 +24,7 @@ EVENTS_IN = "events"  # a list of events from a producer
 BATCHES_IN = "batches"  # events already cut into (batch, ask) pairs
 SUBSCRIBE = "subscribe"
 EVENT_FAILED = "event_failed"  # a ConcurrentConsumer's event task failed
+EVENT_DONE = "event_done"  # a ConcurrentConsumer's event task is done
 CALL = "call"  # Stage.call(): a caller waits for the answer
 OTHER = "other"
 
@@ -106,6 +107,7 @@ __all__ = [
     "CANCEL",
     "EVENTS",
     "EVENTS_IN",
+    "EVENT_DONE",
     "EVENT_FAILED",
     "OTHER",
     "SUBSCRIBE",

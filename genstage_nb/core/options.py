@@ -168,6 +168,15 @@ def _concurrency(label: str, value: Any, given: Mapping[str, Any]) -> Any:
     return value
 
 
+def _total(label: str, value: Any, given: Mapping[str, Any]) -> Any:
+    if value is not None and (not _is_int(value) or value < 0):
+        raise ValueError(
+            f"stage {label!r}: total must be an int >= 0 (the events it will make) or None, "
+            f"got {value!r}"
+        )
+    return value
+
+
 def _demand(label: str, value: Any, given: Mapping[str, Any]) -> Any:
     if value not in DEMAND_MODES:
         raise ValueError(
@@ -299,6 +308,17 @@ OPTIONS: tuple[Option, ...] = (
         fused=True,  # an accumulating producer never enters the loop
         flag="text",
         attribute="_demand_mode",
+    ),
+    Option(
+        "total",
+        frozenset({PRODUCER}),
+        None,
+        _total,
+        "the events it will make in all, for `Pipeline.progress` (fraction done, ETA); "
+        "`from_iterable` takes the `len()` of what it is given",
+        fused=True,  # read by the progress only
+        flag="int",
+        attribute="_total",
     ),
 )
 

@@ -61,6 +61,7 @@ messages.bind(
         Consuming._on_batches: messages.BATCHES_IN,
         Producing._on_subscribe: messages.SUBSCRIBE,
         ConcurrentEvents._on_event_failed: messages.EVENT_FAILED,
+        ConcurrentEvents._on_event_done: messages.EVENT_DONE,
         Lifecycle._on_call: messages.CALL,
     }
 )
@@ -275,11 +276,12 @@ class Process(
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
+                self._served_out = False
                 await self._live(restarts)
                 if self.jobs_on_loop:
                     tg.cancel_scope.cancel()  # the idle workers
                 elif self.concurrent:
-                    self._release_event_workers()
+                    self._serve_out()  # (the busy workers finish their events)
         except BaseExceptionGroup as group:
             failed, cancelled = group.split(Exception)
             if failed is None or cancelled is None:

@@ -293,6 +293,7 @@ class Producer(_Producing):
 
     kind = "producer"
     _option_kind = _opts.PRODUCER
+    _total: int | None  # the total option: the events it will make (for the progress)
 
     def handle_demand(self, demand: int) -> Any:
         """Return up to ``demand`` events (an iterable), or ``None``."""

@@ -28,6 +28,8 @@ PIPELINE_COMMANDS = (
     "resume",
     "skip",
     "explain",
+    "progress",
+    "peek",
     "show",
     "plot",
     "dashboard",
@@ -122,6 +124,22 @@ def _options_differ(stage: Any, given: dict[str, Any]) -> list[str]:
         for key, value in given.items()
         if getattr(stage, BY_NAME[key].slot, None) != value
     ]
+
+
+def _explain(p: Pipeline) -> None:
+    from IPython.display import display
+
+    display(p.explain())  # Markdown in a notebook, text elsewhere
+
+
+#: The %pipeline commands that show something of the pipeline.
+_VIEWS = {
+    "explain": _explain,
+    "progress": lambda p: p.progress(),  # a live bar in a notebook
+    "show": lambda p: p.draw(),
+    "plot": lambda p: p.plot(),
+    "dashboard": lambda p: p.dashboard(),
+}
 
 
 def _pipeline_parser() -> _Parser:
@@ -327,8 +345,8 @@ class StageMagics(Magics):
 
     @line_magic
     def pipeline(self, line: str) -> Any:
-        """%pipeline start|stop|status|resume NAME|skip NAME|explain|show|plot|dashboard|reset
-        [--pipeline VAR]"""
+        """%pipeline start|stop|status|resume NAME|skip NAME|explain|progress|peek NAME|show|
+        plot|dashboard|reset [--pipeline VAR]"""
         args = _pipeline_parser().parse_args(shlex.split(line))
         command = args.command
         if command not in PIPELINE_COMMANDS:
@@ -351,6 +369,13 @@ class StageMagics(Magics):
             return None
         if command in ("resume", "skip"):
             return self._go_on(p, command, args.stage)
+        if command == "peek":
+            if args.stage is None:
+                raise UsageError("%pipeline peek: which stage? (%pipeline peek NAME)")
+            try:
+                return p.peek(args.stage)
+            except (KeyError, ValueError) as exc:
+                raise UsageError(f"%pipeline peek {args.stage}: {exc}") from None
         if args.stage is not None:
             raise UsageError(f"%pipeline {command}: takes no stage name (got {args.stage!r})")
         if command == "status":
@@ -361,17 +386,8 @@ class StageMagics(Magics):
             return p.metrics.totals()[
                 ["kind", "status", "events_in", "events_out", "buffer_size", "dropped", "failed"]
             ]
-        if command == "explain":
-            from IPython.display import display
-
-            display(p.explain())  # Markdown in a notebook, text elsewhere
-            return None
-        if command == "show":
-            return p.draw()
-        if command == "plot":
-            return p.plot()
-        if command == "dashboard":
-            return p.dashboard()
+        if command in _VIEWS:
+            return _VIEWS[command](p)
         # reset: the same object, emptied (a notebook's p stays valid)
         was_running = p.running
         p.reset()

@@ -68,6 +68,8 @@ class Part:
     _call_in_loop: Any  # runs a function in the loop's thread (stop)
     _loop_thread: int
     _reset_at_end: bool  # Pipeline.reset of a running pipeline: empty it once stopped
+    _last_run: str  # how the last run ended: "done", "stopped" ("" before any)
+    _run_clock: tuple[float, float | None]  # perf_counter at its start and its end
 
     @property
     def _whole(self) -> Pipeline:

@@ -130,6 +130,8 @@ class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Views
         self._call_in_loop: Any = None  # runs a function in the loop's thread (stop)
         self._loop_thread = 0
         self._reset_at_end = False
+        self._last_run = ""
+        self._run_clock = (0.0, None)
         self.error: PipelineError | None = None
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +169,7 @@ class Running(Part):
         self._interrupt = None
         self.error = None
         self._alive = len(self._procs)
+        self._run_clock = (time.perf_counter(), None)
         self._ended = anyio.Event()
         self._finished = anyio.Event()
         if not self._alive:
@@ -178,6 +180,8 @@ class Running(Part):
         self._call_in_loop = None
         clear(self)  # a stall notice does not hold past the run
         self._running = False
+        self._last_run = "stopped" if self.stopping else "done"
+        self._run_clock = (self._run_clock[0], time.perf_counter())
         self.stopping = False
         self._background = None
         for name, data in list(self._graph.nodes(data=True)):
@@ -220,6 +224,7 @@ class Running(Part):
         self.error = None
         self._departed = []
         self.metrics.reset()
+        self._last_run, self._run_clock = "", (0.0, None)
 
     def _fresh_processes(self) -> None:
         """A new run starts from new runtime state (stage objects keep theirs)."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..core.statistics import StageStatistics
     from ..explain import Explanation
     from ..notebook.dashboard import Dashboard
+    from ..progress import Progress
     from ..stream import EventStream
     from ..tuning import Tuner
 
@@ -165,6 +166,55 @@ class Views(Part):
         stages = recent(self) or {}
         shares = {name: row["busy"] for name, row in stages.items()}
         return draw_graph(self._graph, self.status, shares, find_bottleneck(self, stages))
+
+    def progress(self) -> Progress:
+        """How far the run has come: a ``gs.Progress`` (``done``: events the sinks
+        handled; ``total``, ``fraction`` and ``eta`` when every producer knows its total
+        -- ``from_iterable`` over something with ``len()``, or ``total=``; ``rate``: the
+        events/s of the status table; ``state``). A live bar as a notebook cell's last
+        value (``%pipeline progress``), a text bar by ``str()``.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> _ = p.link(p.add(gs.from_iterable(range(10))), p.add(gs.consumer(len)))
+        >>> p.progress().state  # before the run
+        'stopped'
+        >>> p.run_sync()
+        >>> p.progress().done, p.progress().fraction, p.progress().state
+        (10, 1.0, 'done')
+        """
+        from ..progress import progress_of
+
+        return progress_of(self)
+
+    def peek(self, stage: Stage | str, n: int = 10) -> list:
+        """The last ``n`` events ``stage`` emitted (oldest first), taking nothing from
+        its consumers. The first peek at a stage starts keeping its events (a ring of at
+        least 100, or ``n``): peek again to see what it has emitted since. A stage
+        nobody peeks at keeps nothing and pays nothing; a new run starts afresh.
+
+        >>> import genstage_nb as gs
+        >>> p = gs.Pipeline()
+        >>> src = p.add(gs.from_iterable(range(100)), name="numbers")
+        >>> double = p.add(gs.map(lambda x: 2 * x, name="double"))
+        >>> _ = p.link(src, double); _ = p.link(double, p.add(gs.consumer(len)))
+        >>> p.peek("double")  # from now on it keeps them
+        []
+        >>> p.run_sync()
+        >>> p.peek("double", 3)
+        [194, 196, 198]
+        """
+        from ..core.peeking import last
+
+        target = self._stage("peek", stage)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"peek: n must be an int >= 0, got {n!r}")
+        if target.kind == "consumer":
+            raise ValueError(
+                f"peek: stage {target.name!r} is a consumer: it emits no events (peek at a "
+                f"stage it subscribes to)"
+            )
+        return last(self._procs[str(target.name)], n)
 
     def dashboard(self, refresh: float = 1.0) -> Dashboard:
         """An ipywidgets dashboard: start/stop buttons, a status table, a slider per
