@@ -169,6 +169,52 @@ def _links_balance(pipeline: Any) -> tuple[int, int]:
     return sent, received
 
 
+def frame_of(
+    samples: list[tuple[float, dict[str, StageStatistics]]], interval: float | None, window: float
+) -> pd.DataFrame:
+    """``Metrics.frame`` of these samples (taken every ``interval`` seconds; throughput
+    over ``window``): a function of the samples alone, so that a copy of them can be
+    drawn in another thread."""
+    import pandas as pd
+
+    records: list[tuple[float, str, str, float]] = []
+    # Throughput is taken over the rate window (the one events/s shown everywhere,
+    # as ``recent`` takes it): from the oldest sample within it. The time
+    # shares are per interval, over at least half of one (a sample right after
+    # another, the last one at the end of a run, would give a meaningless spike).
+    min_span = 0.5 * (interval or 0.0)
+    previous: dict[str, tuple[float, tuple, tuple]] = {}
+    opened: dict[str, deque[tuple[float, float]]] = {}
+    for t, row in samples:
+        for name, stats in row.items():
+            values: dict[str, float] = {field: stats.counts[field] for field in _COUNTED}
+            handled = values["events_out"] if stats.kind == "producer" else values["events_in"]
+            seen = opened.setdefault(name, deque())
+            seen.append((t, handled))
+            while len(seen) > 1 and t - seen[0][0] > window:
+                seen.popleft()  # (the window opens with the oldest sample within it)
+            t0, h0 = seen[0]
+            rate = (handled - h0) / (t - t0) if t > t0 else 0.0
+            times = stats.times
+            last = previous.get(name)
+            if last is None:
+                shares = (0.0, 0.0, 0.0)
+                previous[name] = (t, times, shares)
+            elif t - last[0] >= min_span and t > last[0]:
+                shares = _shares(times, last[1], t - last[0])
+                previous[name] = (t, times, shares)
+            else:
+                shares = last[2]
+            values.update(zip(TIMES, shares, strict=True))
+            values.update(
+                throughput=rate,
+                buffer_size=stats.buffered + stats.queued_input,
+                outstanding_demand=stats.outstanding,
+            )
+            records.extend((t, name, metric, float(values[metric])) for metric in METRICS)
+    return pd.DataFrame.from_records(records, columns=["time", "stage", "metric", "value"])
+
+
 class Metrics:
     """What every stage of a pipeline did, over time (``Pipeline.metrics``).
 
@@ -242,8 +288,9 @@ class Metrics:
         """The samples kept: (seconds since the run started, stage -> its statistics)."""
         return list(self._samples)
 
-    def frame(self) -> pd.DataFrame:
-        """The samples as a tidy DataFrame: ``time``, ``stage``, ``metric``, ``value``.
+    def frame(self, since: float | None = None) -> pd.DataFrame:
+        """The samples as a tidy DataFrame: ``time``, ``stage``, ``metric``, ``value``
+        (with ``since``: only those of the last ``since`` seconds).
 
         >>> import genstage_nb as gs
         >>> p = gs.Pipeline()
@@ -254,45 +301,12 @@ class Metrics:
         >>> list(df.columns), df[(df.metric == "events_in") & (df.stage == "sink")].value.iloc[-1]
         (['time', 'stage', 'metric', 'value'], np.float64(10.0))
         """
-        import pandas as pd
-
-        records: list[tuple[float, str, str, float]] = []
-        # Throughput is taken over the rate window (the one events/s shown everywhere,
-        # as ``recent`` takes it): from the oldest sample within it. The time
-        # shares are per interval, over at least half of one (a sample right after
-        # another, the last one at the end of a run, would give a meaningless spike).
-        window = rate_window(self._pipeline)
-        min_span = 0.5 * (self._pipeline.metrics_interval or 0.0)
-        previous: dict[str, tuple[float, tuple, tuple]] = {}
-        opened: dict[str, deque[tuple[float, float]]] = {}
-        for t, row in self._samples:
-            for name, stats in row.items():
-                values: dict[str, float] = {field: stats.counts[field] for field in _COUNTED}
-                handled = values["events_out"] if stats.kind == "producer" else values["events_in"]
-                seen = opened.setdefault(name, deque())
-                seen.append((t, handled))
-                while len(seen) > 1 and t - seen[0][0] > window:
-                    seen.popleft()  # (the window opens with the oldest sample within it)
-                t0, h0 = seen[0]
-                rate = (handled - h0) / (t - t0) if t > t0 else 0.0
-                times = stats.times
-                last = previous.get(name)
-                if last is None:
-                    shares = (0.0, 0.0, 0.0)
-                    previous[name] = (t, times, shares)
-                elif t - last[0] >= min_span and t > last[0]:
-                    shares = _shares(times, last[1], t - last[0])
-                    previous[name] = (t, times, shares)
-                else:
-                    shares = last[2]
-                values.update(zip(TIMES, shares, strict=True))
-                values.update(
-                    throughput=rate,
-                    buffer_size=stats.buffered + stats.queued_input,
-                    outstanding_demand=stats.outstanding,
-                )
-                records.extend((t, name, metric, float(values[metric])) for metric in METRICS)
-        return pd.DataFrame.from_records(records, columns=["time", "stage", "metric", "value"])
+        samples = list(self._samples)
+        if since is not None and samples:
+            t_last = samples[-1][0]
+            samples = [s for s in samples if t_last - s[0] <= since]
+        interval = self._pipeline.metrics_interval
+        return frame_of(samples, interval, rate_window(self._pipeline))
 
     def totals(self) -> pd.DataFrame:
         """One row per stage: kind, status and the latest counts (live while running).

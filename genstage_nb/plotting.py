@@ -63,19 +63,28 @@ def notebook_display() -> None:
     select_figure_formats(shell, {"png"})
 
 
-#: The time panel of ``Pipeline.plot``: busy solid, back-pressured dashed, idle dotted.
-TIME_STYLES = (("busy", "-"), ("backpressured", "--"), ("idle", ":"))
+#: The share-of-time panel: one stacked bar per stage (busy, back-pressured, idle).
+TIME_COLOURS = (("busy", "#c0392b"), ("backpressured", "#e9a23b"), ("idle", "#9bbbd4"))
+TIME_LABELS = {"busy": "busy", "backpressured": "back-pressured", "idle": "idle"}
 
 
-def plot_metrics(frame: Any, stages: list[str], marks: list[float] | None = None) -> Figure:
-    """Four panels over time: throughput, buffer size, outstanding demand, and the
-    shares of time each stage was busy, back-pressured and idle. ``marks``: times the
-    autotuner changed max_demand, drawn as dotted lines on the throughput panel."""
+def plot_metrics(
+    frame: Any,
+    stages: list[str],
+    marks: list[float] | None = None,
+    rate: str = "events/s",
+    last: float | None = None,
+) -> Figure:
+    """Three panels over time (throughput, buffer size, outstanding demand), each with a
+    legend naming every stage beside it, and a fourth: one stacked bar per stage of the
+    shares of time it was busy, back-pressured and idle (over the run, or over the last
+    ``last`` seconds). ``rate`` labels the throughput (the one events/s shown
+    everywhere); ``marks``: times the autotuner changed max_demand (dotted lines)."""
     notebook_display()
     colours = stage_colours(stages)
-    fig = Figure(figsize=(9, 9.5), layout="constrained")
-    axes = fig.subplots(len(PANELS) + 1, 1, sharex=True)
-    _time_panel(axes[-1], frame, stages, colours)
+    fig = Figure(figsize=(9, 2.3 * len(PANELS) + 0.8 + 0.35 * len(stages)), layout="constrained")
+    heights = [1.0] * len(PANELS) + [0.35 + 0.12 * len(stages)]
+    axes = fig.subplots(len(PANELS) + 1, 1, gridspec_kw={"height_ratios": heights})
     for ax, (metric, title, unit) in zip(axes[:-1], PANELS, strict=True):
         data = frame[frame["metric"] == metric]
         for name in stages:
@@ -84,34 +93,96 @@ def plot_metrics(frame: Any, stages: list[str], marks: list[float] | None = None
                 continue
             ax.plot(series["time"], series["value"], label=name, color=colours[name])
         if metric == "throughput":
+            unit = rate
             for i, t in enumerate(marks or ()):
                 label = "max_demand tuned" if i == 0 else "_tuned"
                 ax.axvline(t, color="#888888", linestyle=":", linewidth=1, label=label)
-        ax.set_title(title)
+        ax.set_title(title, loc="left", fontsize="medium")
         ax.set_ylabel(unit)
+        ax.set_xlabel("time (s)", fontsize="small")
         ax.grid(True, alpha=0.3)
         if ax.get_lines():
-            ax.legend(loc="upper right", fontsize="small")
-    axes[-1].set_xlabel("time (s)")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    if len(axes) > 1:
+        for ax in axes[1:-1]:
+            ax.sharex(axes[0])
+    _time_panel(axes[-1], frame, stages, last)
     fig.suptitle("Pipeline metrics")
     return fig
 
 
-def _time_panel(ax: Any, frame: Any, stages: list[str], colours: dict) -> None:
-    for metric, style in TIME_STYLES:
+def replot_metrics(
+    fig: Figure, frame: Any, stages: list[str], marks: list[float], last: float | None
+) -> None:
+    """Give a figure of ``plot_metrics`` (the same stages) new data: each line its
+    series, new tuner marks, each bar its shares; the axes rescale, the layout stays."""
+    axes = fig.axes
+    for ax, (metric, _, _) in zip(axes, PANELS, strict=False):
         data = frame[frame["metric"] == metric]
-        for name in stages:
-            series = data[data["stage"] == name]
-            if series.empty:
-                continue
-            label = name if metric == "busy" else f"_{name} {metric}"  # one legend entry
-            ax.plot(series["time"], series["value"], style, label=label, color=colours[name])
-    ax.set_title("Busy (solid), back-pressured (dashed), idle (dotted)")
-    ax.set_ylabel("share of time")
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(True, alpha=0.3)
-    if ax.get_lines():
-        ax.legend(loc="upper right", fontsize="small")
+        for line in ax.get_lines():
+            name = line.get_label()
+            if name in stages:
+                series = data[data["stage"] == name]
+                line.set_data(series["time"].to_numpy(), series["value"].to_numpy())
+        if metric == "throughput":
+            drawn = sum(1 for line in ax.get_lines() if line.get_linestyle() == ":")
+            for t in marks[drawn:]:
+                ax.axvline(t, color="#888888", linestyle=":", linewidth=1, label="_tuned")
+        ax.relim()
+        ax.autoscale_view()
+    shares = shares_of_time(frame, stages, last)
+    names = list(reversed(stages))
+    left = [0.0] * len(names)
+    for i, bars in enumerate(axes[len(PANELS)].containers):  # (BarContainers)
+        for j, (name, patch) in enumerate(zip(names, bars, strict=True)):
+            width = shares[name][i]
+            patch.set_x(left[j])
+            patch.set_width(width)
+            left[j] += width
+
+
+def shares_of_time(frame: Any, stages: list[str], last: float | None = None) -> dict:
+    """Stage -> (busy, back-pressured, idle) averaged over the samples (the last
+    ``last`` seconds of them, if given)."""
+    data = frame[frame["metric"].isin([m for m, _ in TIME_COLOURS])]
+    data = data[data["time"] > data["time"].min()] if len(data) else data  # (the first
+    # sample closes no interval: it has no shares)
+    if last is not None and len(data):
+        data = data[data["time"] >= data["time"].max() - last]
+    means = data.groupby(["stage", "metric"])["value"].mean()
+    return {
+        name: tuple(float(means.get((name, metric), 0.0)) for metric, _ in TIME_COLOURS)
+        for name in stages
+    }
+
+
+def _time_panel(ax: Any, frame: Any, stages: list[str], last: float | None) -> None:
+    shares = shares_of_time(frame, stages, last)
+    names = list(reversed(stages))  # the first stage on top
+    left = [0.0] * len(names)
+    for i, (metric, colour) in enumerate(TIME_COLOURS):
+        widths = [shares[name][i] for name in names]
+        ax.barh(names, widths, left=left, color=colour, label=TIME_LABELS[metric], height=0.6)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    span = "over the run" if last is None else f"over the last {last:g} s"
+    ax.set_title(f"Share of time {span}", loc="left", fontsize="medium")
+    ax.set_xlabel("share of time")
+    ax.set_xlim(0, 1)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+
+
+def text_colour(fill: Any) -> str:
+    """Black or white, whichever reads better on ``fill`` (WCAG relative luminance)."""
+    from matplotlib.colors import to_rgb
+
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in to_rgb(fill))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    # The contrast with black is (L + 0.05) / 0.05, with white 1.05 / (L + 0.05).
+    return "#000000" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "#ffffff"
 
 
 def _layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
@@ -138,7 +209,8 @@ def draw_graph(
     (white idle to deep red busy), the ``bottleneck`` is outlined, and edges also show
     the demand pending on them."""
     notebook_display()
-    fig = Figure(figsize=(max(4, 2.6 * (len(graph) ** 0.5 + 1)), 3.5), layout="constrained")
+    columns, rows = _extent(graph)
+    fig = Figure(figsize=(max(4.0, 1.9 * columns + 1.0), 1.2 * rows + 1.4), layout="constrained")
     ax = fig.subplots()
     ax.set_axis_off()
     if not len(graph):
@@ -157,22 +229,70 @@ def draw_graph(
         node_size=1600,
         linewidths=widths,
     )
-    nx.draw_networkx_labels(graph, pos, ax=ax, font_size=9)
+    for name, fill in zip(names, colours, strict=True):  # each label readable on its fill
+        nx.draw_networkx_labels(
+            graph,
+            pos,
+            labels={name: name},
+            ax=ax,
+            font_size=9,
+            font_color=text_colour(fill),
+            bbox={"facecolor": fill, "edgecolor": "none", "boxstyle": "round,pad=0.2"},
+        )
     nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=18, node_size=1600)
     nx.draw_networkx_edge_labels(
         graph, pos, edge_labels=_edge_labels(graph, busy is not None), ax=ax, font_size=8
     )
-    ax.legend(
+    fig.legend(
         handles=_legend(busy is not None, bottleneck),
-        loc="lower center",
+        loc="outside lower center",
         ncols=4,
         fontsize="small",
         frameon=False,
-        bbox_to_anchor=(0.5, -0.15),
     )
     xs = [x for x, _ in pos.values()]
+    ys = [y for _, y in pos.values()]
     ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     return fig
+
+
+def restyle_graph(
+    fig: Figure,
+    graph: nx.DiGraph,
+    status: dict[str, str],
+    busy: dict[str, float] | None,
+    bottleneck: str | None,
+) -> None:
+    """Give a figure of ``draw_graph`` (the same nodes and links, a bottleneck or none
+    as before) its new fills, outlines, label colours, link labels and bottleneck."""
+    ax = fig.axes[0]
+    names = list(graph.nodes)
+    colours, edges, widths = _node_style(graph, names, status, busy, bottleneck)
+    nodes = ax.collections[0]
+    nodes.set_facecolor(colours)
+    nodes.set_edgecolor(edges)
+    nodes.set_linewidth(widths)
+    texts = ax.texts
+    for text, fill in zip(texts[: len(names)], colours, strict=True):
+        text.set_color(text_colour(fill))
+        patch = text.get_bbox_patch()
+        if patch is not None:
+            patch.set_facecolor(fill)
+    labels = _edge_labels(graph, busy is not None)
+    for text, label in zip(texts[len(names) :], labels.values(), strict=False):
+        text.set_text(label)
+    if bottleneck is not None and fig.legends:
+        fig.legends[0].get_texts()[-1].set_text(f"bottleneck: {bottleneck}")
+
+
+def _extent(graph: nx.DiGraph) -> tuple[int, int]:
+    """Columns (generations) and rows (the widest generation) of the graph's layout."""
+    try:
+        generations = list(nx.topological_generations(graph))
+    except nx.NetworkXUnfeasible:
+        return len(graph), 1
+    return len(generations), max(len(g) for g in generations)
 
 
 def _node_style(

@@ -253,7 +253,7 @@ async def test_the_live_graph_outlines_the_bottleneck():
     p.link(src, p.add(gs.consumer(lambda events: spin(0.001), name="sink")), max_demand=10)
     await p.run()
     fig = p.draw(busy=True)
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["idle", "busy", "bottleneck: sink"]
     edge_labels = [t.get_text() for t in fig.axes[0].texts if "max_demand" in t.get_text()]
     (label,) = edge_labels

@@ -116,7 +116,7 @@ def test_history_is_bounded():
     assert len(m.frame()) == 5 * len(METRICS)
 
 
-def test_plot_has_three_panels_with_a_line_per_stage_in_one_colour_each():
+def test_plot_panels_name_every_stage_and_stack_the_shares_of_time():
     import matplotlib.pyplot as plt
 
     p = fan_out_pipeline()
@@ -126,13 +126,28 @@ def test_plot_has_three_panels_with_a_line_per_stage_in_one_colour_each():
     assert isinstance(fig, Figure)
     assert plt.get_fignums() == before  # nothing shown or kept by pyplot
     axes = fig.axes[:3]
-    assert [ax.get_title() for ax in axes] == ["Throughput", "Buffer size", "Outstanding demand"]
-    assert [ax.get_ylabel() for ax in axes] == ["events/s", "events", "events"]
-    times = fig.axes[3]  # the shares of time, one legend entry per stage
-    assert times.get_title() == "Busy (solid), back-pressured (dashed), idle (dotted)"
-    assert times.get_ylabel() == "share of time" and times.get_xlabel() == "time (s)"
-    assert [t.get_text() for t in times.get_legend().get_texts()] == ["src", "dbl", "a", "b"]
-    assert len(times.get_lines()) == 3 * 4
+    assert [ax.get_title(loc="left") for ax in axes] == [
+        "Throughput",
+        "Buffer size",
+        "Outstanding demand",
+    ]
+    # The one events/s of the status table, labelled with its window.
+    assert [ax.get_ylabel() for ax in axes] == ["events/s (last 1 s)", "events", "events"]
+    times = fig.axes[3]  # a stacked bar per stage: busy, back-pressured, idle
+    assert times.get_title(loc="left") == "Share of time over the run"
+    assert [t.get_text() for t in times.get_legend().get_texts()] == [
+        "busy",
+        "back-pressured",
+        "idle",
+    ]
+    assert [t.get_text() for t in times.get_yticklabels()] == ["b", "a", "dbl", "src"]
+    bars = times.patches
+    assert len(bars) == 3 * 4
+    for i in range(4):  # each stage's three shares sit end to end, within 1
+        busy, pressed, idle = bars[i], bars[4 + i], bars[8 + i]
+        assert pressed.get_x() == pytest.approx(busy.get_x() + busy.get_width())
+        assert idle.get_x() == pytest.approx(pressed.get_x() + pressed.get_width())
+        assert idle.get_x() + idle.get_width() <= 1.0 + 1e-9
     colours = {}
     for ax in axes:
         assert [line.get_label() for line in ax.get_lines()] == ["src", "dbl", "a", "b"]
@@ -148,6 +163,38 @@ def test_plot_has_three_panels_with_a_line_per_stage_in_one_colour_each():
     expected = frame[(frame["stage"] == "dbl") & (frame["metric"] == "buffer_size")]["value"]
     line = [ln for ln in axes[1].get_lines() if ln.get_label() == "dbl"][0]
     assert list(line.get_ydata()) == list(expected)
+
+
+def test_nothing_of_the_figure_is_clipped_and_every_legend_is_inside_it():
+    p = fan_out_pipeline()
+    p.run_sync()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in (p.plot(), p.draw(), p.draw(busy=True)):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        box = fig.bbox
+        renderer = canvas.get_renderer()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + fig.legends
+        for artist in [*fig.axes, *legends]:
+            extent = artist.get_window_extent(renderer)
+            assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1, artist
+            assert extent.y0 >= box.y0 - 1 and extent.y1 <= box.y1 + 1, artist
+
+
+def test_graph_labels_read_on_their_fill():
+    from genstage_nb.plotting import text_colour
+
+    assert text_colour("#67000d") == "#ffffff"  # a busy stage's deep red
+    assert text_colour("#fff5f0") == "#000000"  # an idle one's near white
+    p = fan_out_pipeline()
+    p.run_sync()
+    fig = p.draw(busy=True)
+    nodes = fig.axes[0].collections[0]
+    fills = [matplotlib.colors.to_hex(c) for c in nodes.get_facecolors()]
+    labels = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    for name, fill in zip(p.graph.nodes, fills, strict=True):
+        assert labels[name] == text_colour(fill)
 
 
 def test_draw_lays_out_left_to_right_colours_kinds_and_labels_max_demand():

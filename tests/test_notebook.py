@@ -286,12 +286,17 @@ def test_dashboard_widget_tree_and_slider_binding():
     s2 = p.link(mid, out, max_demand=10, min_demand=2)
     d = p.dashboard()
     assert isinstance(d, w.VBox)
-    buttons, status, paused, warnings, sliders, pictures, explanation = d.children
+    buttons, bar, status, paused, warnings, sliders, pictures, peek, explanation = d.children
     assert paused.children == ()  # a paused stage would show here
     assert warnings.value == ""  # no slow handler
-    assert [b.description for b in buttons.children[:2]] == ["Start", "Stop"]
+    assert [b.description for b in buttons.children[:3]] == ["Start", "Stop", "auto: off"]
+    assert "0/100 events" in bar.text.value and "stopped" in bar.text.value
     assert "<th>stage</th>" in status.value and "src" in status.value
+    assert "<th>events/s (last 1 s)</th>" in status.value  # the one events/s, labelled
+    assert pictures.layout.flex_flow == "row wrap"  # plots go below the graph when narrow
     graph, plot = pictures.children  # the live graph beside the metrics plots
+    assert graph.layout.max_width == plot.layout.max_width == "100%"
+    assert list(peek.choice.options) == ["(none)", "src", "mid"]
     assert isinstance(plot, w.Image) and isinstance(graph, w.Image)
     assert bytes(graph.value).startswith(b"\x89PNG")
     assert "No bottleneck yet" in explanation.value
@@ -310,11 +315,14 @@ def test_dashboard_widget_tree_and_slider_binding():
     second.max_slider.value = 60  # widening keeps the slider in step with the link
     assert (s2.max_demand, s2.min_demand) == (60, 2)
     assert (second.min_slider.value, second.min_slider.max) == (2, 59)
+    peek.choice.value = "mid"  # from now on it keeps mid's events
     p.run_sync()
     d.update()
-    assert "done" in status.value
+    assert "done" in status.value and bar.bar.value == 1.0
     assert plot.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<code>99</code>" in peek.table.value  # the newest event first
     d.close()
+    assert "_peek_ring" not in vars(p._procs["mid"])  # closed: nothing is kept any more
 
 
 @pytest.mark.anyio
@@ -437,7 +445,7 @@ def test_a_flows_dashboard_shows_its_stages_and_links():
     )
     assert len(flow.run()) == 50
     d = flow.dashboard()
-    status, sliders = d.children[1], d.children[4]
+    status, sliders = d.status, d.children[5]
     assert "partition[1]" in status.value and "from_iterable" in status.value
     labels = [s.max_slider.description for s in sliders.children]
     assert "map → partition[0]" in labels and "partition[1] → results" in labels

@@ -1,40 +1,43 @@
 """``Pipeline.dashboard()``: watch and tune a running pipeline from a notebook.
 
-Start and stop buttons, a status table, one ``IntSlider`` per subscription bound live to
-its ``max_demand`` (with a second one for ``min_demand``), the graph drawn live (nodes
-shaded by how busy each stage is, the bottleneck outlined, links labelled with
-max_demand and pending demand) beside the metrics plots, and the explanation of what
-limits the pipeline (``Pipeline.explain``) under them. A paused stage
-(``on_failure="pause"``) shows with its traceback and Resume and Skip buttons. While
-the pipeline runs, a task on the kernel's event loop refreshes the table and the plots
-every ``refresh`` seconds (rendering takes a fraction of that, between two awaits); it
-stops when the pipeline stops or the widget is closed.
+From the top: start and stop buttons and the "auto" toggle (a tuner; it shows whether it
+tunes, has settled and why), the progress bar, a status table (the one events/s, with
+its window), a paused stage's traceback with Resume and Skip, warnings, one
+``IntSlider`` per subscription bound live to its ``max_demand`` (and one for
+``min_demand``), the graph (nodes shaded by how busy each stage is, the bottleneck
+outlined, links labelled with max_demand and pending demand) beside the metrics panels
+-- below them when the cell is narrow: the layout follows the cell's width and the
+pictures scale to it -- a live table of the latest events of a stage chosen from a
+list (``Pipeline.peek``), and the explanation of what limits the pipeline.
+
+While the pipeline runs, a task on the kernel's event loop refreshes it: the text on
+the loop (a few milliseconds), the pictures drawn in a worker thread
+(``render.py``), spaced so that drawing takes at most 5% of the time. It stops when
+the pipeline stops or the widget is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import io
+import time
 from typing import Any
 
 import ipywidgets as w
 
 from ..core.lifecycle import user_traceback
+from ..core.peeking import stop_peeking
 from ..core.subscription import Subscription
 from ..executors import dask_dashboards
+from ..metrics import rate_label, recent
 from ..watchdog import current_warnings
 from .notices import describe
+from .progressbar import ProgressBar
+from .render import LivePictures, Throttle, snapshot
 
 
 def _edge(sub: Subscription) -> str:
     return f"{sub.producer.name} → {sub.consumer.name}"
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72)
-    return buf.getvalue()
 
 
 def _markdown_html(text: str) -> str:
@@ -94,7 +97,7 @@ class DemandSliders(w.HBox):
         )
         self.max_slider.observe(self._on_max, names="value")
         self.min_slider.observe(self._on_min, names="value")
-        super().__init__([self.max_slider, self.min_slider])
+        super().__init__([self.max_slider, self.min_slider], layout=w.Layout(flex_flow="row wrap"))
 
     def follow(self) -> None:
         """Show the subscription's values if something else changed them (code, a
@@ -137,44 +140,104 @@ class DemandSliders(w.HBox):
             sub.tune(min_demand=min(change["new"], sub.max_demand - 1))
 
 
+#: Rows of the latest events table.
+PEEK_ROWS = 10
+
+
+class PeekTable(w.VBox):
+    """The latest events of a stage chosen from a list (``Pipeline.peek``)."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        producing = [n for n, d in pipeline.graph.nodes(data=True) if d["kind"] != "consumer"]
+        self.choice = w.Dropdown(
+            options=["(none)", *producing],
+            value="(none)",
+            description="latest events of",
+            style={"description_width": "initial"},
+        )
+        self.table = w.HTML()
+        self.choice.observe(lambda _: self.update(), names="value")
+        super().__init__([self.choice, self.table], layout=w.Layout(width="100%"))
+
+    def update(self) -> None:
+        name = self.choice.value
+        if name == "(none)" or name not in self.pipeline.stages:
+            self.table.value = ""
+            return
+        events = self.pipeline.peek(name, PEEK_ROWS)
+        rows = "".join(
+            f"<tr><td>{i}</td><td><code>{html.escape(_short(event))}</code></td></tr>"
+            for i, event in enumerate(reversed(events), 1)
+        )
+        note = "" if events else "<i>none yet: it keeps them from now on</i>"
+        self.table.value = (
+            f"<table><tr><th>#</th><th>{html.escape(name)}: newest first</th></tr>{rows}"
+            f"</table>{note}"
+        )
+
+    def close(self) -> None:
+        for proc in self.pipeline._procs.values():
+            stop_peeking(proc)
+        super().close()
+
+
+def _short(event: Any, width: int = 120) -> str:
+    text = repr(event)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 class Dashboard(w.VBox):
     """The dashboard widget of one pipeline (see ``Pipeline.dashboard``)."""
 
     def __init__(self, pipeline: Any, refresh: float = 1.0) -> None:
         self.pipeline = pipeline
         self.refresh = refresh
+        self.throttle = Throttle(refresh)
+        self.pictures = LivePictures()
         self.start_button = w.Button(description="Start", icon="play", button_style="success")
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.auto = w.ToggleButton(
-            value=False, description="auto", icon="magic", tooltip="let it tune max_demand"
+            value=False, description="auto: off", icon="magic", tooltip="let it tune max_demand"
         )
         self.auto.observe(self._on_auto, names="value")
         self.tuner: Any = None
-        self.status = w.HTML()
+        self.progress = ProgressBar(pipeline)
+        self.status = w.HTML(layout=w.Layout(overflow="auto", max_width="100%"))
         self.warnings = w.HTML()
         self.paused = w.VBox()  # a paused stage: its traceback, Resume and Skip
         self.pause_buttons: dict[str, tuple[w.Button, w.Button]] = {}
         self._paused_key: tuple = ()
         self.sliders = [DemandSliders(sub) for sub in pipeline.subscriptions]
-        self.plot = w.Image(format="png", layout=w.Layout(max_width="900px"))
-        self.graph = w.Image(format="png", layout=w.Layout(max_width="480px"))
+        picture = {"max_width": "100%", "height": "auto", "object_fit": "contain"}
+        self.graph = w.Image(format="png", layout=w.Layout(flex="1 1 320px", **picture))
+        self.plot = w.Image(format="png", layout=w.Layout(flex="2 1 480px", **picture))
+        self.peek = PeekTable(pipeline)
         self.explanation = w.HTML()
         self.message = w.HTML()
         self.refreshes = 0
+        self.loop_seconds: list[float] = []  # how long each refresh held the loop
         self._task: asyncio.Task | None = None
         self._closed = False
+        row = {"display": "flex", "flex_flow": "row wrap", "width": "100%"}
         super().__init__(
             [
-                w.HBox([self.start_button, self.stop_button, self.auto, self.message]),
+                w.HBox(
+                    [self.start_button, self.stop_button, self.auto, self.message],
+                    layout=w.Layout(align_items="center", **row),
+                ),
+                self.progress,
                 self.status,
                 self.paused,
                 self.warnings,
-                w.VBox(self.sliders),
-                w.HBox([self.graph, self.plot]),
+                w.VBox(self.sliders, layout=w.Layout(width="100%")),
+                w.Box([self.graph, self.plot], layout=w.Layout(align_items="flex-start", **row)),
+                self.peek,
                 self.explanation,
-            ]
+            ],
+            layout=w.Layout(width="100%", max_width="100%", overflow="hidden"),
         )
         pipeline._pause_listeners.append(self._on_pause)
         self.update()
@@ -209,6 +272,15 @@ class Dashboard(w.VBox):
             self.tuner.stop()
             self.tuner = None
             self.message.value = "tuning stopped"
+        self._show_tuner()
+
+    def _show_tuner(self) -> None:
+        """The toggle says what the tuner does: off, tuning, settled (and why)."""
+        tuner = self.tuner
+        state = "off" if tuner is None else tuner.state
+        self.auto.description = f"auto: {state}"
+        self.auto.button_style = {"tuning": "info", "settled": "success"}.get(state, "")
+        self.auto.tooltip = (tuner.reason if tuner is not None else "") or "let it tune max_demand"
 
     def _follow_tuner(self, sub: Subscription, value: int) -> None:
         for sliders in self.sliders:
@@ -278,46 +350,83 @@ class Dashboard(w.VBox):
         self._task = loop.create_task(self._refresh_loop())
 
     async def _refresh_loop(self) -> None:
+        """The text every ``refresh`` seconds, on the loop; the pictures drawn in a
+        worker thread meanwhile, as often as the throttle allows."""
+        loop = asyncio.get_running_loop()
+        drawing: asyncio.Future | None = None
+        next_pictures = 0.0
         while not self._closed:
             await asyncio.sleep(self.refresh)
             if self._closed:
                 return
-            self.update()
+            held = time.perf_counter()
+            self._update_text()
+            if drawing is None and held >= next_pictures:
+                drawing = loop.run_in_executor(None, self._draw, snapshot(self.pipeline))
+            self.loop_seconds.append(time.perf_counter() - held)
+            if drawing is not None and (drawing.done() or not self.pipeline.running):
+                self._show_pictures(await drawing)
+                drawing = None
+                next_pictures = time.perf_counter() + self.throttle.pause()
             if not self.pipeline.running:
+                self._show_pictures(
+                    await loop.run_in_executor(None, self._draw, snapshot(self.pipeline))
+                )
                 self.message.value = "stopped"
                 return
 
+    def _draw(self, shot: Any) -> tuple[bytes, bytes | None]:
+        """Draw ``shot`` (in a worker thread); the throttle learns how long it took."""
+        began = time.perf_counter()
+        try:
+            return self.pictures.render(shot)
+        finally:
+            self.throttle.took = time.perf_counter() - began
+
     def update(self) -> None:
-        """Redraw the status table and the plots now."""
+        """Refresh everything now, pictures included (drawn here, in the caller's thread)."""
+        self._update_text()
+        self._show_pictures(self.pictures.render(snapshot(self.pipeline)))
+
+    def _update_text(self) -> None:
+        """The table, the bar, the sliders, the notices and the explanation (cheap)."""
         self.refreshes += 1
         for sliders in self.sliders:  # a tuner or code may have changed a link
             sliders.follow()
+        explanation = self.pipeline.explain()  # (takes the latest sample first)
         self.status.value = self._status_table()
+        self.progress.update()
+        self._show_tuner()
         self._show_paused()
         links = "".join(
             f"<div>{html.escape(name)} runs on Dask: <a href='{html.escape(link)}' "
             f"target='_blank'>Dask dashboard</a></div>"
             for name, link in dask_dashboards(self.pipeline).items()
         )
-        self.warnings.value = links + "".join(
-            f"<div style='color:#b8620b'>&#9888; {html.escape(str(record))}</div>"
-            for record in current_warnings(self.pipeline.warnings)
+        notices = self.tuner.notices[-3:] if self.tuner is not None else []
+        self.warnings.value = (
+            links
+            + "".join(
+                f"<div style='color:#b8620b'>&#9888; {html.escape(str(record))}</div>"
+                for record in current_warnings(self.pipeline.warnings)
+            )
+            + "".join(f"<div>autotune: {html.escape(text)}</div>" for text in notices)
         )
-        self.graph.value = _png(self.pipeline.draw(busy=True))
-        if len(self.pipeline.metrics):
-            self.plot.value = _png(self.pipeline.plot())
-        self.explanation.value = _markdown_html(self.pipeline.explain()._repr_markdown_())
+        self.peek.update()
+        self.explanation.value = _markdown_html(explanation._repr_markdown_())
+
+    def _show_pictures(self, pictures: tuple[bytes, bytes | None]) -> None:
+        graph, plot = pictures
+        self.graph.value = graph
+        if plot is not None:
+            self.plot.value = plot
 
     def _status_table(self) -> str:
+        """A row per stage: kind, status, events handled, the one events/s, buffer."""
         totals = self.pipeline.metrics.totals()
-        frame = self.pipeline.metrics.frame() if len(self.pipeline.metrics) else None
-        rates: dict[str, float] = {}
-        if frame is not None and not frame.empty:
-            last = frame[frame["metric"] == "throughput"].groupby("stage")["value"].last()
-            rates = last.to_dict()
-        head = "".join(
-            f"<th>{h}</th>" for h in ("stage", "kind", "status", "events", "events/s", "buffer")
-        )
+        rates = {name: row["throughput"] for name, row in (recent(self.pipeline) or {}).items()}
+        columns = ("stage", "kind", "status", "events", rate_label(self.pipeline), "buffer")
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in columns)
         rows = []
         for name, row in totals.iterrows():
             handled = row["events_out"] if row["kind"] == "producer" else row["events_in"]
@@ -326,14 +435,16 @@ class Dashboard(w.VBox):
             )
             rows.append(
                 f"<tr><td>{html.escape(str(name))}</td><td>{row['kind']}</td>"
-                f"<td style='color:{colour}'>{row['status']}</td><td>{handled}</td>"
-                f"<td>{rates.get(name, 0.0):.0f}</td><td>{row['buffer_size']}</td></tr>"
+                f"<td style='color:{colour}'>{row['status']}</td><td>{handled:,}</td>"
+                f"<td>{rates.get(name, 0.0):,.0f}</td><td>{row['buffer_size']:,}</td></tr>"
             )
         return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
     def close(self) -> None:
-        """Stop refreshing and close the widget."""
+        """Stop refreshing and close the widget (and what it peeks at)."""
         self._closed = True
+        self.peek.close()
+        self.progress.close()
         if self._on_pause in self.pipeline._pause_listeners:
             self.pipeline._pause_listeners.remove(self._on_pause)
         if self._task is not None and not self._task.done():

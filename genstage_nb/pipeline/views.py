@@ -124,24 +124,27 @@ class Views(Part):
         return tuner
 
     def plot(self) -> Figure:
-        """A matplotlib Figure: throughput, buffer size and outstanding demand over
-        time, and the shares of time each stage was busy, back-pressured and idle; one
-        colour per stage in every panel. Never calls plt.show.
+        """A matplotlib Figure: throughput (the events/s of the status table, over the
+        same window), buffer size and outstanding demand over time, each with a legend
+        naming every stage (one colour per stage in every panel), and one stacked bar
+        per stage of the shares of time it was busy, back-pressured and idle over the
+        run. Never calls plt.show.
 
         >>> import genstage_nb as gs
         >>> p = gs.Pipeline()
         >>> _ = p.link(p.add(gs.from_iterable(range(100))), p.add(gs.consumer(len)))
         >>> p.run_sync()
-        >>> fig = p.plot(); [ax.get_title() for ax in fig.axes][:3]
+        >>> fig = p.plot(); [ax.get_title(loc="left") for ax in fig.axes][:3]
         ['Throughput', 'Buffer size', 'Outstanding demand']
-        >>> fig.axes[3].get_ylabel()
-        'share of time'
+        >>> fig.axes[3].get_title()
+        'Share of time over the run'
         >>> fig.savefig("metrics.png")  # doctest: +SKIP
         """
+        from ..metrics import rate_label
         from ..plotting import plot_metrics
 
         marks = sorted({row[0] for tuner in self._tuners for row in tuner._rows})
-        return plot_metrics(self.metrics.frame(), list(self._procs), marks)
+        return plot_metrics(self.metrics.frame(), list(self._procs), marks, rate_label(self))
 
     def draw(self, busy: bool = False) -> Figure:
         """A matplotlib Figure of the graph, left to right by topological generation:
