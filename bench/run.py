@@ -1,6 +1,6 @@
 """Every benchmark, one after the other: W1 throughput (with peers and the max_demand
 curve), W2 bounded memory, W3 fan-out, W3 scale-out on executors, W4 I/O-bound calls and
-the autotuner, W5 and W1 as Flows. (W1 in instructions per event, under valgrind:
+the autotuner, the dashboard's cost, W5 and W1 as Flows. (W1 in instructions per event, under valgrind:
 ``bench/instructions.py``.)
 
     python bench/run.py [--quick]
@@ -24,6 +24,7 @@ FULL = [
     ["executors.py", "--repeat", "5"],
     ["io_bound.py", "--repeat", "5"],
     ["autotune.py"],
+    ["dashboard.py"],
     ["flow.py"],
 ]
 QUICK = [
@@ -33,6 +34,7 @@ QUICK = [
     ["executors.py", "--events", "2000", "--repeat", "1", "--no-dask"],
     ["io_bound.py", "--calls", "500", "--repeat", "1", "--http-calls", "200"],
     ["autotune.py", "--quick"],
+    ["dashboard.py", "--seconds", "3", "--repeat", "1"],
     ["flow.py", "--repeat", "1", "--events", "200000", "--no-bytewax"],
 ]
 

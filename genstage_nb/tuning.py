@@ -135,8 +135,15 @@ class TuneRule:
             self.phase = "settled"
             back, self.previous = self.previous, None
             gain = throughput / self.best - 1 if self.best > 0 else 0.0
+            change = (
+                f"gained {gain:.0%}"
+                if gain >= 0.005
+                else f"lost {-gain:.0%}"
+                if gain <= -0.005
+                else "gained nothing"
+            )
             self.reason = (
-                f"max_demand {self.current} gained {gain:.0%} over {back}, less than the "
+                f"max_demand {self.current} {change} over {back}, less than the "
                 f"{need:.0%} a step must gain"
                 + (f" (3x the noise measured, {noise:.1%})" if need > GAIN else "")
             )
@@ -300,8 +307,9 @@ class Tuner:
                 self._rule.reason = "its links were changed by you"
 
     async def wait_settled(self) -> None:
-        """Wait until the tuner has settled (it keeps watching the workload after)."""
-        if not self.settled:
+        """Wait until the tuner has settled (it keeps watching the workload after), or
+        has stopped (the run ended first: ``state`` says which)."""
+        if not self.settled and not self._stopped:
             await self._settled_event().wait()
 
     def _settled_event(self) -> anyio.Event:
@@ -394,6 +402,7 @@ class Tuner:
         finally:
             self._stopped = True
             self._why_stopped = self._why_stopped or "the run ended"
+            self._settled_event().set()  # (a waiter learns it stopped)
 
     async def _tune(self, ended: anyio.Event) -> None:
         pipeline = self.pipeline

@@ -219,6 +219,7 @@ class Dashboard(w.VBox):
         self.message = w.HTML()
         self.refreshes = 0
         self.loop_seconds: list[float] = []  # how long each refresh held the loop
+        self.draw_seconds: list[float] = []  # how long each drawing took (its thread)
         self._task: asyncio.Task | None = None
         self._closed = False
         row = {"display": "flex", "flex_flow": "row wrap", "width": "100%"}
@@ -382,6 +383,7 @@ class Dashboard(w.VBox):
             return self.pictures.render(shot)
         finally:
             self.throttle.took = time.perf_counter() - began
+            self.draw_seconds.append(self.throttle.took)
 
     def update(self) -> None:
         """Refresh everything now, pictures included (drawn here, in the caller's thread)."""
