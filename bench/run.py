@@ -1,7 +1,7 @@
 """Every benchmark, one after the other: W1 throughput (with peers and the max_demand
 curve), W2 bounded memory, W3 fan-out, W3 scale-out on executors, W4 I/O-bound calls and
-the autotuner, the dashboard's cost, W5 and W1 as Flows. (W1 in instructions per event, under valgrind:
-``bench/instructions.py``.)
+the autotuner, the dashboard's cost, W5 and W1 as Flows. (W1 in instructions per event,
+under valgrind: ``bench/instructions.py``.)
 
     python bench/run.py [--quick]
 
