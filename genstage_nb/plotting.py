@@ -210,7 +210,7 @@ def draw_graph(
     the demand pending on them."""
     notebook_display()
     columns, rows = _extent(graph)
-    fig = Figure(figsize=(max(4.0, 1.9 * columns + 1.0), 1.2 * rows + 1.4), layout="constrained")
+    fig = Figure(figsize=(max(4.0, 2.4 * columns + 0.6), 1.2 * rows + 1.4), layout="constrained")
     ax = fig.subplots()
     ax.set_axis_off()
     if not len(graph):
@@ -241,7 +241,7 @@ def draw_graph(
         )
     nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=18, node_size=1600)
     nx.draw_networkx_edge_labels(
-        graph, pos, edge_labels=_edge_labels(graph, busy is not None), ax=ax, font_size=8
+        graph, pos, edge_labels=_edge_labels(graph, busy is not None), ax=ax, font_size=7
     )
     fig.legend(
         handles=_legend(busy is not None, bottleneck),

@@ -31,6 +31,11 @@ GAIN = 0.05
 NOISE_SIGMAS = 3.0
 #: A settled tuner tunes again when the throughput moves this much (and beats the noise).
 SHIFT = 0.3
+#: How far over the bounds a rule at rest lets the events in flight be (a value at the
+#: bound must not be halved by a measurement low by chance).
+SLACK = 0.5
+#: Measurements in a row beyond the shift that make a settled tuner start again.
+SHIFTED = 3
 #: Where a doubling would cross a bound, a last step up to the bound is tried when it
 #: is at least this much bigger.
 FILL = 0.25
@@ -53,10 +58,12 @@ class TuneRule:
     settles; where a doubling would put more in flight than ``max_in_flight`` or
     ``throughput * target_latency`` (in flight projected in proportion to the value), it
     tries the largest value within them instead (if ``FILL`` bigger), and settles after
-    that. It halves the value when the events in flight exceed the bounds (and never
-    grows to a value that crossed them again), settling once they are within. It settles
-    for good after ``MAX_STEPS`` proposals, or after ``RETUNES`` new starts on a
-    changed workload; ``reason`` says why it stopped moving.
+    that. It halves the value when the events in flight exceed the bounds (by ``SLACK``
+    more once it has come to rest), never to grow to a value that crossed them again,
+    and settles once they are within. Settled, it
+    starts again when ``SHIFTED`` measurements in a row are ``SHIFT`` away from its level
+    (the workload changed). It settles for good after ``MAX_STEPS`` proposals, or after
+    ``RETUNES`` new starts; ``reason`` says why it stopped moving.
 
     >>> rule = TuneRule(10, max_in_flight=1000, target_latency=1.0)
     >>> rule.observe(100.0, 30)   # the base: try twice as much
@@ -90,6 +97,7 @@ class TuneRule:
         self.previous: int | None = None
         self.steps = 0
         self.retunes = 0
+        self.shifted = 0  # measurements in a row beyond the shift (signed: the direction)
         self.reason = ""
 
     @property
@@ -102,20 +110,14 @@ class TuneRule:
         return min(self.max_in_flight, by_time)
 
     def observe(self, throughput: float, in_flight: int, noise: float = 0.0) -> int | None:
-        bound = self.bound(throughput)
-        if in_flight > bound and self.current > 1:
-            # Too much in flight: back off, and never grow this high again.
-            self.ceiling = min(self.ceiling, self.current - 1)
-            self.previous = self.current
-            self.current = max(1, self.current // self.factor)
-            self.phase = "backed-off"
-            self.best = 0.0
-            self.reason = (
-                f"backed off from max_demand {self.previous}: {in_flight} events in flight, "
-                f"over the {bound:.0f} allowed (max_in_flight, or target_latency at "
-                f"{throughput:.0f} events/s)"
-            )
-            return self._step(self.current)
+        # (The latency bound is taken at the throughput plus its noise: a measurement
+        # low by chance does not make it back off.)
+        bound = self.bound(throughput * (1 + NOISE_SIGMAS * noise))
+        # Where it has come to rest, a little over is let be (the latency bound is an
+        # estimate): a value at the bound must not be halved by a low measurement.
+        slack = 1.0 + SLACK if self.phase in ("settled", "done") else 1.0
+        if in_flight > bound * slack and self.current > 1:
+            return self._back_off(throughput, in_flight, bound)
         if self.phase == "done":
             return None
         if self.phase == "backed-off":
@@ -123,45 +125,75 @@ class TuneRule:
             self.phase = "settled"
             self.best = throughput
             return None
-        need = max(GAIN, NOISE_SIGMAS * noise)
         if self.phase == "base":
             self.best = throughput
             return self._grow(throughput, in_flight)
         if self.phase == "trial":
-            if throughput > 0 and throughput >= self.best * (1 + need):
-                self.best = throughput
-                return self._grow(throughput, in_flight)
-            # It did not help: back to the last value that did, and stay there.
-            self.phase = "settled"
-            back, self.previous = self.previous, None
-            gain = throughput / self.best - 1 if self.best > 0 else 0.0
-            change = (
-                f"gained {gain:.0%}"
-                if gain >= 0.005
-                else f"lost {-gain:.0%}"
-                if gain <= -0.005
-                else "gained nothing"
-            )
-            self.reason = (
-                f"max_demand {self.current} {change} over {back}, less than the "
-                f"{need:.0%} a step must gain"
-                + (f" (3x the noise measured, {noise:.1%})" if need > GAIN else "")
-            )
-            if back is not None and back != self.current:
-                self.current = back
-                return self._step(back)
-            return None
-        # Settled: tune again only when the workload changed (beyond the noise).
-        shift = max(SHIFT, NOISE_SIGMAS * noise)
-        if self.best > 0 and abs(throughput - self.best) / self.best > shift:
-            if self.retunes >= RETUNES:
-                self.phase = "done"
-                self.reason += f"; it has started again {RETUNES} times, and stays"
-                return None
-            self.retunes += 1
-            self.phase = "base"
-            return self.observe(throughput, in_flight, noise)
+            return self._trial(throughput, in_flight, noise)
+        return self._at_rest(throughput, in_flight, noise)
+
+    def _back_off(self, throughput: float, in_flight: int, bound: float) -> int:
+        """Too much in flight: halve the value, and never grow this high again."""
+        self.ceiling = min(self.ceiling, self.current - 1)
+        self.previous = self.current
+        self.current = max(1, self.current // self.factor)
+        self.phase = "backed-off"
+        self.best = 0.0
+        self.reason = (
+            f"backed off from max_demand {self.previous}: {in_flight} events in flight, "
+            f"over the {bound:.0f} allowed (max_in_flight, or target_latency at "
+            f"{throughput:.0f} events/s)"
+        )
+        return self._step(self.current)
+
+    def _trial(self, throughput: float, in_flight: int, noise: float) -> int | None:
+        """A trial measured: go on growing if it gained enough, else go back and stay."""
+        need = max(GAIN, NOISE_SIGMAS * noise)
+        if throughput > 0 and throughput >= self.best * (1 + need):
+            self.best = throughput
+            return self._grow(throughput, in_flight)
+        self.phase = "settled"
+        back, self.previous = self.previous, None
+        gain = throughput / self.best - 1 if self.best > 0 else 0.0
+        change = (
+            f"gained {gain:.0%}"
+            if gain >= 0.005
+            else f"lost {-gain:.0%}"
+            if gain <= -0.005
+            else "gained nothing"
+        )
+        self.reason = (
+            f"max_demand {self.current} {change} over {back}, less than the "
+            f"{need:.0%} a step must gain"
+            + (f" (3x the noise measured, {noise:.1%})" if need > GAIN else "")
+        )
+        if back is not None and back != self.current:
+            self.current = back
+            return self._step(back)
         return None
+
+    def _at_rest(self, throughput: float, in_flight: int, noise: float) -> int | None:
+        """Settled: tune again only when the workload changed: the throughput away from
+        its settled level (a running mean) by more than the shift and the noise, in the
+        same direction, ``SHIFTED`` times in a row (one odd measurement is noise)."""
+        shift = max(SHIFT, NOISE_SIGMAS * noise)
+        away = (throughput - self.best) / self.best if self.best > 0 else 0.0
+        if abs(away) <= shift:
+            self.best += 0.2 * (throughput - self.best)
+            self.shifted = 0
+            return None
+        direction = 1 if away > 0 else -1
+        self.shifted = self.shifted + direction if self.shifted * direction >= 0 else direction
+        if abs(self.shifted) < SHIFTED:
+            return None
+        self.shifted = 0
+        if self.retunes >= RETUNES:
+            self.phase = "done"
+            self.reason += f"; it has started again {RETUNES} times, and stays"
+            return None
+        self.retunes += 1
+        self.phase = "base"
+        return self.observe(throughput, in_flight, noise)
 
     def _step(self, value: int) -> int:
         self.steps += 1

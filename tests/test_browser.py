@@ -150,6 +150,50 @@ def run_in_new_cell(page, code: str, expect: str, timeout: float = 60_000) -> st
     return "\n".join(output.all_inner_texts())
 
 
+#: The dashboard's layout as the page lays it out: its output area's box, whether
+#: anything in it overflows sideways, and each picture's box and natural size.
+LAYOUT = """(el) => {
+  const out = el.closest('.jp-OutputArea-output') || el.parentElement;
+  const box = out.getBoundingClientRect();
+  const pictures = [...el.querySelectorAll('img')].map((img) => {
+    const r = img.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+            width: r.width, height: r.height,
+            naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight};
+  });
+  return {left: box.left, right: box.right, scrollWidth: out.scrollWidth,
+          clientWidth: out.clientWidth, pictures};
+}"""
+
+#: True once the pictures fit the output area at the current width (after a reflow).
+FITS = """(el) => {
+  const out = el.closest('.jp-OutputArea-output') || el.parentElement;
+  const right = out.getBoundingClientRect().right;
+  const imgs = [...el.querySelectorAll('img')];
+  return imgs.length === 2 && imgs.every((i) => i.naturalWidth > 0
+    && i.getBoundingClientRect().right <= right + 1);
+}"""
+
+
+def check_layout(page, dashboard, width: int, name: str) -> dict:
+    """At a viewport ``width``: nothing of the dashboard overflows its cell, each
+    picture is shown whole (scaled, never cropped or squashed: every legend in it is
+    seen), and the screenshot goes to ``build/browser/``."""
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.wait_for_function(FITS, arg=dashboard.element_handle(), timeout=60_000)
+    dashboard.scroll_into_view_if_needed()
+    layout = dashboard.evaluate(LAYOUT)
+    assert layout["scrollWidth"] <= layout["clientWidth"] + 1, (name, layout)
+    for picture in layout["pictures"]:
+        assert layout["left"] - 1 <= picture["left"] and picture["right"] <= layout["right"] + 1
+        assert 0 < picture["width"] <= picture["naturalWidth"] + 1, (name, picture)
+        shown = picture["width"] / picture["height"]
+        drawn = picture["naturalWidth"] / picture["naturalHeight"]
+        assert abs(shown - drawn) / drawn < 0.02, (name, picture)  # not squashed
+    dashboard.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    return layout
+
+
 #: A pipeline whose consumer fails at event 30 while ``BUG`` is set: it pauses (typed
 #: into a new cell; the dashboard is shown in its output).
 PAUSING = """\
@@ -230,6 +274,14 @@ def test_the_dashboard_works_in_jupyterlab(lab):
                 timeout=60_000,
             )
             page.screenshot(path=str(ARTIFACTS / "2-running.png"), full_page=True)
+            # Narrow, the metrics go below the graph; wide, beside it; never clipped.
+            narrow = check_layout(page, dashboard, 760, "2-narrow")
+            graph, metrics = narrow["pictures"]
+            assert metrics["top"] >= graph["bottom"] - 1, narrow
+            wide = check_layout(page, dashboard, 1800, "2-wide")
+            graph, metrics = wide["pictures"]
+            assert metrics["top"] < graph["bottom"] and metrics["left"] >= graph["right"] - 1
+            page.set_viewport_size({"width": 1400, "height": 1000})
             # The explanation under them names the bottleneck once two samples exist.
             dashboard.locator("b", has_text="Bottleneck:").first.wait_for(timeout=60_000)
             dashboard.locator("img").first.screenshot(path=str(ARTIFACTS / "2-graph.png"))

@@ -292,7 +292,7 @@ def test_dashboard_widget_tree_and_slider_binding():
     assert [b.description for b in buttons.children[:3]] == ["Start", "Stop", "auto: off"]
     assert "0/100 events" in bar.text.value and "stopped" in bar.text.value
     assert "<th>stage</th>" in status.value and "src" in status.value
-    assert "<th>events/s (last 1 s)</th>" in status.value  # the one events/s, labelled
+    assert "<th>events/s<br>(last 1 s)</th>" in status.value  # the one events/s, labelled
     assert pictures.layout.flex_flow == "row wrap"  # plots go below the graph when narrow
     graph, plot = pictures.children  # the live graph beside the metrics plots
     assert graph.layout.max_width == plot.layout.max_width == "100%"

@@ -14,7 +14,7 @@ from genstage_nb.core import options
 from genstage_nb.core.process import fits_loop
 
 KIND_CLASSES = {
-    options.PRODUCER: lambda **o: gs.from_iterable([1], **o),
+    options.PRODUCER: lambda **o: gs.from_iterable(iter([1]), **o),  # (no len(): no total)
     options.PRODUCER_CONSUMER: lambda **o: gs.producer_consumer(lambda e: e, **o),
     options.CONSUMER: lambda **o: gs.consumer(lambda e: None, **o),
 }
@@ -49,6 +49,7 @@ def other_value(option, pool):
         "executor": pool,
         "concurrency": 2,
         "demand": "accumulate",
+        "total": 3,
     }[option.name]
 
 

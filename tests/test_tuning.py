@@ -54,7 +54,10 @@ def test_a_settled_rule_tunes_again_when_the_workload_changes():
     rule.observe(100.0, 40)  # no gain: back to 10, settled
     assert rule.settled and rule.current == 10
     assert rule.observe(110.0, 20) is None  # within the shift
-    assert rule.observe(300.0, 20) == 20  # a new workload: it tries again
+    assert rule.observe(300.0, 20) is None  # once is noise
+    assert rule.observe(100.0, 20) is None  # (and back)
+    assert rule.observe(300.0, 20) is None and rule.observe(300.0, 20) is None
+    assert rule.observe(300.0, 20) == 20  # three in a row: a new workload, it tries again
     assert not rule.settled
 
 

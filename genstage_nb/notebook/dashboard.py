@@ -211,9 +211,11 @@ class Dashboard(w.VBox):
         self.pause_buttons: dict[str, tuple[w.Button, w.Button]] = {}
         self._paused_key: tuple = ()
         self.sliders = [DemandSliders(sub) for sub in pipeline.subscriptions]
-        picture = {"max_width": "100%", "height": "auto", "object_fit": "contain"}
-        self.graph = w.Image(format="png", layout=w.Layout(flex="1 1 320px", **picture))
-        self.plot = w.Image(format="png", layout=w.Layout(flex="2 1 480px", **picture))
+        # Each picture at its own size, or narrower (scaled, never cropped) when the cell
+        # is; side by side when they fit, the metrics below the graph when not.
+        picture = {"flex": "0 1 auto", "min_width": "0", "max_width": "100%", "height": "auto"}
+        self.graph = w.Image(format="png", layout=w.Layout(**picture))
+        self.plot = w.Image(format="png", layout=w.Layout(**picture))
         self.peek = PeekTable(pipeline)
         self.explanation = w.HTML()
         self.message = w.HTML()
@@ -370,9 +372,11 @@ class Dashboard(w.VBox):
                 drawing = None
                 next_pictures = time.perf_counter() + self.throttle.pause()
             if not self.pipeline.running:
-                self._show_pictures(
-                    await loop.run_in_executor(None, self._draw, snapshot(self.pipeline))
-                )
+                shot = snapshot(self.pipeline)
+                self._show_pictures(await loop.run_in_executor(None, self._draw, shot))
+                if self.pipeline.running:
+                    continue  # started again while the last pictures were drawn
+                self._update_text()
                 self.message.value = "stopped"
                 return
 
@@ -428,7 +432,7 @@ class Dashboard(w.VBox):
         totals = self.pipeline.metrics.totals()
         rates = {name: row["throughput"] for name, row in (recent(self.pipeline) or {}).items()}
         columns = ("stage", "kind", "status", "events", rate_label(self.pipeline), "buffer")
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in columns)
+        head = "".join(f"<th>{html.escape(h).replace(' (', '<br>(')}</th>" for h in columns)
         rows = []
         for name, row in totals.iterrows():
             handled = row["events_out"] if row["kind"] == "producer" else row["events_in"]
@@ -436,7 +440,7 @@ class Dashboard(w.VBox):
                 row["status"], "inherit"
             )
             rows.append(
-                f"<tr><td>{html.escape(str(name))}</td><td>{row['kind']}</td>"
+                f"<tr><td>{html.escape(str(name))}</td><td>{row['kind'].replace('_', '-')}</td>"
                 f"<td style='color:{colour}'>{row['status']}</td><td>{handled:,}</td>"
                 f"<td>{rates.get(name, 0.0):,.0f}</td><td>{row['buffer_size']:,}</td></tr>"
             )

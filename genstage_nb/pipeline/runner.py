@@ -158,6 +158,9 @@ class Running(Part):
                 raise group
 
     def _begin(self) -> None:
+        # A tuner serves one run: those of the runs before are forgotten (their marks
+        # belong to those runs' plots).
+        self._tuners = [tuner for tuner in self._tuners if not tuner._stopped]
         if any(p.running or p.stopped for p in self._procs.values()):
             self._fresh_processes()
         self._loop_thread = threading.get_ident()
