@@ -243,7 +243,7 @@ class Dashboard(w.VBox):
             layout=w.Layout(width="100%", max_width="100%", overflow="hidden"),
         )
         pipeline._pause_listeners.append(self._on_pause)
-        self.update()
+        self._refresh_now()
         if pipeline.running:
             self._follow()
 
@@ -291,7 +291,7 @@ class Dashboard(w.VBox):
                 sliders.follow()
 
     def _on_pause(self, pipeline: Any, name: str, failure: Any) -> None:
-        self.update()  # at once, not at the next refresh
+        self._refresh_now()  # at once, not at the next refresh
         self._follow()  # (a pipeline started elsewhere: refresh from now on)
 
     def _show_paused(self) -> None:
@@ -388,6 +388,22 @@ class Dashboard(w.VBox):
         finally:
             self.throttle.took = time.perf_counter() - began
             self.draw_seconds.append(self.throttle.took)
+
+    def _refresh_now(self) -> None:
+        """The text now; the pictures drawn in a worker thread when an event loop runs
+        here (a kernel: drawing must not hold it), else now."""
+        self._update_text()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._show_pictures(self.pictures.render(snapshot(self.pipeline)))
+            return
+        drawing = loop.run_in_executor(None, self._draw, snapshot(self.pipeline))
+        drawing.add_done_callback(
+            lambda done: (
+                None if self._closed or done.exception() else self._show_pictures(done.result())
+            )
+        )
 
     def update(self) -> None:
         """Refresh everything now, pictures included (drawn here, in the caller's thread)."""
