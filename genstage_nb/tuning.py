@@ -314,9 +314,12 @@ class Tuner:
         self._stopped = True
         self._why_stopped = self._why_stopped or "stopped by stop()"
 
-    def _notice(self, text: str) -> None:
+    def _notice(self, text: str, show: bool = False) -> None:
+        """Keep ``text`` in ``notices`` (the dashboard shows the last ones); ``show``:
+        print it too (a user's change released, which they must hear of)."""
         self.notices.append(text)
-        print(f"autotune: {text}")
+        if show:
+            print(f"autotune: {text}")
 
     def _release_changed(self) -> None:
         """A link whose max_demand is not what the tuner gave it was changed by a user:
@@ -328,7 +331,8 @@ class Tuner:
                 self.released.append(sub)
                 self._notice(
                     f"{sub.producer.name} -> {sub.consumer.name}: max_demand set to "
-                    f"{sub.max_demand} by you; the tuner leaves this link alone from now on"
+                    f"{sub.max_demand} by you; the tuner leaves this link alone from now on",
+                    show=True,
                 )
             else:
                 mine.append(sub)

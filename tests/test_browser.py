@@ -278,7 +278,7 @@ def test_the_dashboard_works_in_jupyterlab(lab):
             narrow = check_layout(page, dashboard, 760, "2-narrow")
             graph, metrics = narrow["pictures"]
             assert metrics["top"] >= graph["bottom"] - 1, narrow
-            wide = check_layout(page, dashboard, 1800, "2-wide")
+            wide = check_layout(page, dashboard, 2400, "2-wide")
             graph, metrics = wide["pictures"]
             assert metrics["top"] < graph["bottom"] and metrics["left"] >= graph["right"] - 1
             page.set_viewport_size({"width": 1400, "height": 1000})

@@ -136,7 +136,7 @@ class Views(Part):
         >>> p.run_sync()
         >>> fig = p.plot(); [ax.get_title(loc="left") for ax in fig.axes][:3]
         ['Throughput', 'Buffer size', 'Outstanding demand']
-        >>> fig.axes[3].get_title()
+        >>> fig.axes[3].get_title(loc="left")
         'Share of time over the run'
         >>> fig.savefig("metrics.png")  # doctest: +SKIP
         """
