@@ -308,7 +308,7 @@ def test_the_dashboard_works_in_jupyterlab(lab):
 
             # The stop button stops the pipeline.
             dashboard.locator("button", has_text="Stop").click()
-            dashboard.get_by_text("stopped", exact=True).wait_for(timeout=60_000)
+            dashboard.get_by_text("stopped", exact=True).first.wait_for(timeout=60_000)
             text = run_in_new_cell(page, 'print("running", p.running)', r"running \w+")
             assert "running False" in text, text
             page.screenshot(path=str(ARTIFACTS / "3-stopped.png"), full_page=True)

@@ -83,3 +83,19 @@ def test_the_auto_toggle_says_what_the_tuner_does():
     dash.auto.value = False
     assert dash.auto.description == "auto: off"
     dash.close()
+
+
+def test_a_new_run_draws_new_figures_without_the_last_runs_marks():
+    p = ran()
+    live = LivePictures()
+    tuner = p.autotune()
+    tuner._rows.append((0.01, "src -> mid", 10, 1.0))  # a mark of this run
+    tuner.stop()  # (it is over: a tuner serves one run)
+    live.render(snapshot(p))
+    assert [ln.get_linestyle() for ln in live._plot.axes[0].get_lines()].count(":") == 1
+    first = live._plot
+    p.run_sync()  # the next run: the tuner served the last one
+    live.render(snapshot(p))
+    assert live._plot is not first
+    marks = [ln for ln in live._plot.axes[0].get_lines() if ln.get_linestyle() == ":"]
+    assert marks == []

@@ -40,6 +40,7 @@ class Snapshot:
     status: dict[str, str]
     busy: dict[str, float]
     bottleneck: str | None
+    run: float  # when its run started (a new run: new figures)
 
 
 def snapshot(pipeline: Any) -> Snapshot:
@@ -68,6 +69,7 @@ def snapshot(pipeline: Any) -> Snapshot:
         status=dict(pipeline.status),
         busy={name: row["busy"] for name, row in stages.items()},
         bottleneck=find_bottleneck(pipeline, stages or None),
+        run=pipeline._run_clock[0],
     )
 
 
@@ -123,7 +125,7 @@ class LivePictures:
         from ..plotting import plot_metrics, replot_metrics
 
         frame = frame_of(shot.samples, shot.interval, shot.window)
-        key = (tuple(shot.stages), shot.rate)
+        key = (tuple(shot.stages), shot.rate, shot.run)
         if fresh or self._plot is None or key != self._plot_key:
             self._plot = plot_metrics(frame, shot.stages, shot.marks, shot.rate, last=shot.window)
             _png(self._plot)  # (lays it out)
