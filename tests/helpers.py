@@ -175,3 +175,27 @@ async def settle(p, quiet=100):
         now = progress(p)[0]
         same = same + 1 if now == last else 0
         last = now
+
+
+def gated(first: int, total: int, gate: anyio.Event):
+    """An async source: ``first`` events, then (after ``gate``) the rest to ``total``."""
+
+    async def numbers():
+        for i in range(first):
+            yield i
+        await gate.wait()
+        for i in range(first, total):
+            yield i
+
+    return numbers()
+
+
+def until(seen: list, n: int, reached: anyio.Event):
+    """A sink function: keeps the events; sets ``reached`` once it has ``n``."""
+
+    def take(events):
+        seen.extend(events)
+        if len(seen) >= n:
+            reached.set()
+
+    return take

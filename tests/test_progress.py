@@ -7,31 +7,11 @@ import itertools
 
 import anyio
 import pytest
+from helpers import gated, until
 
 import genstage_nb as gs
 from genstage_nb.core import peeking
 from genstage_nb.notebook.progressbar import ProgressBar
-
-
-def gated(first: int, total: int, gate: anyio.Event):
-    async def numbers():
-        for i in range(first):
-            yield i
-        await gate.wait()
-        for i in range(first, total):
-            yield i
-
-    return numbers()
-
-
-def until(seen: list, n: int, reached: anyio.Event):
-    def take(events):
-        seen.extend(events)
-        if len(seen) >= n:
-            reached.set()
-
-    return take
-
 
 # -- progress --------------------------------------------------------------------------
 

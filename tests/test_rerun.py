@@ -5,34 +5,11 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from helpers import gated, until
 
 import genstage_nb as gs
 
 pytestmark = pytest.mark.anyio
-
-
-def gated(first: int, total: int, gate: anyio.Event):
-    """An async source: ``first`` events, then (after ``gate``) the rest to ``total``."""
-
-    async def numbers():
-        for i in range(first):
-            yield i
-        await gate.wait()
-        for i in range(first, total):
-            yield i
-
-    return numbers()
-
-
-def until(seen: list, n: int, reached: anyio.Event):
-    """A sink function: keeps the events; sets ``reached`` once it has ``n``."""
-
-    def take(events):
-        seen.extend(events)
-        if len(seen) >= n:
-            reached.set()
-
-    return take
 
 
 def test_added_again_while_idle_the_new_stage_takes_the_old_ones_place_and_links(capsys):

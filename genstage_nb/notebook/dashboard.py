@@ -32,7 +32,7 @@ from ..executors import dask_dashboards
 from ..metrics import rate_label, recent
 from ..watchdog import current_warnings
 from .notices import describe
-from .progressbar import ProgressBar
+from .progressbar import ProgressBar, refreshing
 from .render import LivePictures, Throttle, snapshot
 
 
@@ -344,13 +344,7 @@ class Dashboard(w.VBox):
 
     def _follow(self) -> None:
         """Refresh while the pipeline runs (a task on the running loop)."""
-        if self._task is not None and not self._task.done():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (plain Python): refresh by calling update()
-        self._task = loop.create_task(self._refresh_loop())
+        self._task = refreshing(self._task, self._refresh_loop)
 
     async def _refresh_loop(self) -> None:
         """The text every ``refresh`` seconds, on the loop; the pictures drawn in a

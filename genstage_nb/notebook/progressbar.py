@@ -36,6 +36,19 @@ def describe(progress: Progress) -> str:
     return f"{count} &nbsp; [{', '.join(timing)}] &nbsp; <b>{state}</b>"
 
 
+def refreshing(task: asyncio.Task | None, loop_fn: Any) -> asyncio.Task | None:
+    """The task that refreshes a widget: ``task`` if it still runs, else a new one of
+    ``loop_fn()`` on the running event loop (none without one: plain Python refreshes
+    by calling ``update()``)."""
+    if task is not None and not task.done():
+        return task
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return task
+    return loop.create_task(loop_fn())
+
+
 class ProgressBar(w.HBox):
     """A live bar of ``pipeline``'s progress (see the module's docstring)."""
 
@@ -70,13 +83,7 @@ class ProgressBar(w.HBox):
 
     def follow(self) -> None:
         """Refresh while the pipeline runs (a task on the running loop)."""
-        if self._task is not None and not self._task.done():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (plain Python): refresh by calling update()
-        self._task = loop.create_task(self._refresh_loop())
+        self._task = refreshing(self._task, self._refresh_loop)
 
     async def _refresh_loop(self) -> None:
         while not self._closed:
@@ -94,4 +101,4 @@ class ProgressBar(w.HBox):
         super().close()
 
 
-__all__ = ["ProgressBar", "describe"]
+__all__ = ["ProgressBar", "describe", "refreshing"]
