@@ -3,7 +3,7 @@
 Drawing the metrics panels and the graph with matplotlib takes a tenth of a second or
 more, far too long to hold the kernel's event loop (the stages run there). So the
 dashboard takes a ``Snapshot`` on the loop -- copies of what the pictures show, which
-is quick -- and ``render`` draws it in a worker thread. ``Throttle`` spaces the
+is quick -- and ``LivePictures.render`` draws it in a worker thread. ``Throttle`` spaces the
 refreshes so that drawing takes at most ``SHARE`` of the time: what the dashboard
 watches keeps (nearly) all of it.
 """
@@ -104,41 +104,41 @@ class LivePictures:
         with self._lock:
             self._draws += 1
             fresh = self._draws % self.REBUILD == 0
-            graph = _png(self._graph_figure(shot, fresh))
+            graph = self._graph_figure(shot, fresh)
             if not shot.samples:
                 return graph, None
-            return graph, _png(self._plot_figure(shot, fresh))
+            return graph, self._plot_figure(shot, fresh)
 
-    def _graph_figure(self, shot: Snapshot, fresh: bool) -> Any:
+    def _graph_figure(self, shot: Snapshot, fresh: bool) -> bytes:
         from ..plotting import draw_graph, restyle_graph
 
         key = (tuple(shot.graph.nodes), tuple(shot.graph.edges), shot.bottleneck is None)
         if fresh or self._graph is None or key != self._graph_key:
             self._graph = draw_graph(shot.graph, shot.status, shot.busy, shot.bottleneck)
-            self._graph.set_layout_engine("none")  # (worked out once, at this build)
             self._graph_key = key
-        else:
-            restyle_graph(self._graph, shot.graph, shot.status, shot.busy, shot.bottleneck)
-        return self._graph
+            return _built(self._graph)
+        restyle_graph(self._graph, shot.graph, shot.status, shot.busy, shot.bottleneck)
+        return _png(self._graph)
 
-    def _plot_figure(self, shot: Snapshot, fresh: bool) -> Any:
+    def _plot_figure(self, shot: Snapshot, fresh: bool) -> bytes:
         from ..plotting import plot_metrics, replot_metrics
 
         frame = frame_of(shot.samples, shot.interval, shot.window)
         key = (tuple(shot.stages), shot.rate, shot.run)
         if fresh or self._plot is None or key != self._plot_key:
             self._plot = plot_metrics(frame, shot.stages, shot.marks, shot.rate, last=shot.window)
-            _png(self._plot)  # (lays it out)
-            self._plot.set_layout_engine("none")
             self._plot_key = key
-        else:
-            replot_metrics(self._plot, frame, shot.stages, shot.marks, last=shot.window)
-        return self._plot
+            return _built(self._plot)
+        replot_metrics(self._plot, frame, shot.stages, shot.marks, last=shot.window)
+        return _png(self._plot)
 
 
-def render(shot: Snapshot) -> tuple[bytes, bytes | None]:
-    """The graph and the metrics panels as PNG, built anew (no metrics yet: None)."""
-    return LivePictures().render(shot)
+def _built(fig: Any) -> bytes:
+    """A new figure's first PNG: drawn with its layout engine, which is then switched
+    off, so that later draws keep that layout (working it out is the costly part)."""
+    png = _png(fig)
+    fig.set_layout_engine("none")
+    return png
 
 
 def _png(fig: Any) -> bytes:
@@ -167,4 +167,4 @@ class Throttle:
         return max(self.refresh, self.took / SHARE - self.took)
 
 
-__all__ = ["SHARE", "SPAN", "LivePictures", "Snapshot", "Throttle", "render", "snapshot"]
+__all__ = ["SHARE", "SPAN", "LivePictures", "Snapshot", "Throttle", "snapshot"]
