@@ -32,6 +32,7 @@ from .core.factories import (  # noqa: A004
 )
 from .core.partition import PartitionDispatcher
 from .core.policies import RateLimit, Retry
+from .core.sqlite_sink import to_sqlite
 from .core.stage import ConcurrentConsumer, Consumer, Producer, ProducerConsumer, Stage
 from .core.subscription import Subscription
 from .explain import Explanation
@@ -89,6 +90,7 @@ __all__ = [
     "Window",
     "WindowResult",
     "batcher",
+    "to_sqlite",
     "check_balance",
     "consumer",
     "default_pipeline",

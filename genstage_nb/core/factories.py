@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterable, Callable, Iterable
 from itertools import islice
 from operator import length_hint
@@ -32,8 +33,20 @@ class IterableProducer(Producer):
             self._seq = iterable
             self._iter = iter(iterable)
             self.handle_demand = self._take_slice  # type: ignore[method-assign]
+        elif isinstance(iterable, io.IOBase):
+            # A file: read line by line, so that its position can be told and sought.
+            self._file = iterable
+            self.handle_demand = self._take_lines  # type: ignore[method-assign]
         elif isinstance(iterable, Iterable):
             self._iter = iter(iterable)
+            # Taken again from the start and skipped to where it stood, on a resume:
+            # what iterates the same way twice (not an iterator, not a set).
+            self._again = (
+                iterable
+                if self._iter is not iterable and not isinstance(iterable, (set, frozenset))
+                else None
+            )
+            self._taken = 0
         else:
             raise TypeError(
                 f"from_iterable: expected an iterable or async iterable, got {iterable!r}"
@@ -41,9 +54,58 @@ class IterableProducer(Producer):
 
     def handle_demand(self, demand: int) -> list:
         events = list(islice(self._iter, demand))
+        self._taken += len(events)
         if len(events) < demand:
             self.finish()
         return events
+
+    def _take_lines(self, demand: int) -> list:
+        readline = self._file.readline
+        events = []
+        for _ in range(demand):
+            line = readline()
+            if not line:
+                self.finish()
+                break
+            events.append(line)
+        return events
+
+    # -- checkpoints: where it stands ----------------------------------------------------
+
+    def _gs_not_checkpointable(self) -> str | None:
+        """Why a checkpoint could not say where this source stands (None: it can)."""
+        if hasattr(self, "_aiter"):
+            return "an async iterable cannot be taken again from where it stood"
+        if hasattr(self, "_iter") and not hasattr(self, "_seq") and self._again is None:
+            return (
+                f"{type(self._iter).__name__} is an iterator (or a set), which cannot be "
+                "taken again from where it stood after a restart: give a list, a range, "
+                "a tuple, an open file or another iterable that iterates the same way "
+                "twice"
+            )
+        return None
+
+    def snapshot(self) -> Any:
+        """Where it stands (an index, a file position, or how many items it took)."""
+        if hasattr(self, "_seq"):
+            return {"at": len(self._seq) - length_hint(self._iter)}
+        if hasattr(self, "_file"):
+            return {"at": self._file.tell()}
+        return {"at": getattr(self, "_taken", 0)}
+
+    def restore(self, state: Any) -> None:
+        """Go on from where ``snapshot`` said it stood."""
+        at = state["at"]
+        if hasattr(self, "_seq"):
+            self._iter = iter(self._seq)
+            self._iter.__setstate__(at)  # type: ignore[attr-defined]
+        elif hasattr(self, "_file"):
+            self._file.seek(at)
+        elif getattr(self, "_again", None) is not None:
+            self._iter = iter(self._again)  # type: ignore[arg-type]
+            for _ in islice(self._iter, at):
+                pass
+            self._taken = at
 
     def _take_slice(self, demand: int) -> list:
         source: Any = self._iter  # (where the stage stands in the sequence)
@@ -278,6 +340,17 @@ class Batcher(ProducerConsumer):
         if reason in ("normal", "shutdown") and self._partial:
             partial, self._partial = self._partial, []
             self.emit([partial])
+
+    def snapshot(self) -> Any:
+        """The partial list (a checkpoint saves it; events past it are not seen yet)."""
+        return {"partial": list(self._partial)}
+
+    def restore(self, state: Any) -> None:
+        self._partial = list(state["partial"])
+        if self._partial:
+            self._generation += 1
+            if self.timeout is not None:
+                self._flush_after(self._generation)
 
     def _flush_after(self, generation: int) -> None:
         process = self._process

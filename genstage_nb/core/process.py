@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 from anyio.lowlevel import checkpoint
 
-from . import messages
+from . import messages, snapshots
 from .accumulating import Accumulating
 from .buffering import Buffering
 from .concurrent import ConcurrentEvents
@@ -107,6 +107,7 @@ class Process(
     _untimed: int
     fits_loop: bool
     fusable: bool
+    _restored: dict[str, Any] | None
 
     def __init__(self, stage: Any, supervisor: Supervisor) -> None:
         self.stage = stage
@@ -122,6 +123,7 @@ class Process(
         # Fused loops before the next timed round, and rounds since the last (pump.py).
         self._until_timed = 0
         self._untimed = 0
+        self._restored = None  # the state a checkpoint saved, taken back at the start
         # Each role's own state (its _init_ method says what it holds).
         self._init_lifecycle(stage)
         self._init_mailbox()
@@ -152,6 +154,12 @@ class Process(
             names = declared_state(role)
             listed[role.__name__] = {n: getattr(self, n) for n in names if hasattr(self, n)}
         return listed
+
+    async def _on_checkpoint(self, checkpoint_id: int, _: Any) -> None:
+        """Checkpoint ``checkpoint_id`` is complete: the stage's ``handle_checkpoint``."""
+        self.current_hook = "handle_checkpoint"
+        await self._hook(self.stage.handle_checkpoint, checkpoint_id)
+        self.current_hook = ""
 
     def statistics(self) -> StageStatistics:
         """This stage's runtime state now, as a named record (``statistics.py``)."""
@@ -340,7 +348,12 @@ class Process(
         if not self._init_done:
             self.current = []
             self.current_hook = "init"
+            before = dict(vars(self.stage))
             await self._retried_hook("init")
+            self.stage._gs_state_names = init_set(self.stage, before)
+            if self._restored is not None:
+                self.current_hook = "restore"
+                snapshots.resume(self)
             self.current_hook = ""
             self._init_done = True
         # On a restart the subscriptions are still live: only new ones are announced,
@@ -360,6 +373,21 @@ class Process(
             self._complete_if_drained()
         elif self.concurrent:
             self._start_event_workers()
+
+
+def init_set(stage: Any, before: dict[str, Any]) -> tuple[str, ...]:
+    """The attributes ``init()`` set: new ones, and those it bound to another object
+    (with those a run before found: the same object may run again)."""
+    names = dict.fromkeys(stage._gs_state_names)
+    for name, value in vars(stage).items():
+        if name.startswith("_gs_") or name in _RUNTIME:
+            continue
+        if name not in before or before[name] is not value:
+            names[name] = None
+    return tuple(names)
+
+
+_RUNTIME = frozenset(("_process", "_pipeline", "executor", "_name"))
 
 
 def statistics_of(proc: Process) -> StageStatistics:

@@ -71,6 +71,8 @@ class Stage:
     dispatcher: Any
     _process: Process | None
     _pipeline: Any
+    #: The attributes ``init()`` set (what ``snapshot()`` saves by default).
+    _gs_state_names: tuple[str, ...] = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Stage:
         self = super().__new__(cls)
@@ -151,6 +153,35 @@ class Stage:
         """Answer ``await stage.call(request)``; the return value is the reply."""
         raise NotImplementedError(f"stage {self._name!r} does not define handle_call")
 
+    # -- checkpoints (DESIGN.md section 9) ----------------------------------------------
+
+    def snapshot(self) -> Any:
+        """The state a checkpoint saves for this stage (pickled): by default the
+        attributes ``init()`` set, as a dict. Override it (with ``restore``) to save
+        something else, or to leave out what cannot be pickled (a connection, a client:
+        set those up in ``init()`` and leave them out here).
+
+        >>> import genstage_nb as gs
+        >>> class Count(gs.Consumer):
+        ...     def init(self): self.seen = 0
+        ...     def handle_events(self, events): self.seen += len(events)
+        >>> c = Count(); c.init(); c._gs_state_names = ["seen"]; c.seen = 3
+        >>> c.snapshot()
+        {'seen': 3}
+        """
+        return {name: getattr(self, name) for name in self._gs_state_names if hasattr(self, name)}
+
+    def restore(self, state: Any) -> None:
+        """Take back what ``snapshot()`` saved, in a run that resumes from a checkpoint
+        (called after ``init()``, before any event). By default it sets the attributes."""
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def handle_checkpoint(self, checkpoint_id: int) -> Any:
+        """Checkpoint ``checkpoint_id`` is complete (saved for good): everything before
+        its cut will not be seen again. A sink that writes elsewhere may commit here.
+        May be ``async``."""
+
     # -- from outside ----------------------------------------------------------------
 
     def send(self, message: Any) -> None:
@@ -206,6 +237,9 @@ HOOKS = (
     "handle_cancel",
     "handle_info",
     "handle_call",
+    "snapshot",
+    "restore",
+    "handle_checkpoint",
 )
 
 #: Hooks whose result the runtime ignores (a consumer's events too): one written with

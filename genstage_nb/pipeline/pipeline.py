@@ -9,6 +9,7 @@ start, stop, wait), ``supervision.py`` (what the stages' processes report) and
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import anyio
@@ -22,6 +23,7 @@ from ..metrics import Metrics
 from ..stalls import Stall
 from ..watchdog import SlowHandler
 from .background import Background
+from .durable import Durable, checkpoint_options
 from .graph import GraphBuilding
 from .rerun import Rerunning
 from .runner import Running
@@ -42,7 +44,7 @@ def _check_seconds(option: str, value: Any, none_means: str) -> None:
         )
 
 
-class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Views):
+class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Durable, Views):
     """A graph of stages, run as one unit.
 
     >>> import genstage_nb as gs
@@ -69,7 +71,19 @@ class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Views
     ``warnings`` and in the log, default 1.0; ``None`` turns the watchdog off);
     ``stall_after`` (seconds without any movement, while a link waits for events, before
     a ``Stall`` notice names where and why in ``warnings`` and in the log, default 5.0;
-    ``None`` turns it off).
+    ``None`` turns it off); ``checkpoint`` (a SQLite file: durable runs, below),
+    ``checkpoint_every`` (seconds between checkpoints, default 5.0) and
+    ``checkpoint_mode`` (``"resume"``, the default, or ``"fresh"``: start over).
+
+    Durable runs: with ``checkpoint="run.db"``, every ``checkpoint_every`` seconds (and
+    at the end of a run that completes) a consistent snapshot of every stage's state and
+    each source's position is saved to that file. A run of the same graph (same stage
+    names, kinds and links) with an existing file resumes from its last complete
+    checkpoint: after a kernel restart, re-running the cells goes on where it stood. State
+    inside the pipeline counts every event exactly once; a sink sees the events after the
+    last checkpoint again (at least once) unless it is ``gs.to_sqlite``, whose rows are
+    written in the checkpoint's own transaction (exactly once). ``checkpoints`` lists
+    them; ``resumed`` says where this run started.
 
     After a run: ``failures`` (stage name -> list of ``Failure``), ``error`` (the
     ``PipelineError`` of the last run, or None) and ``warnings`` (``SlowHandler`` and
@@ -85,6 +99,9 @@ class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Views
         metrics_interval: float | None = 0.25,
         slow_handler: float | None = 1.0,
         stall_after: float | None = 5.0,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: float = 5.0,
+        checkpoint_mode: str = "resume",
     ) -> None:
         if on_failure not in ON_FAILURE:
             raise ValueError(
@@ -97,6 +114,7 @@ class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Views
         _check_seconds("metrics_interval", metrics_interval, "no sampling")
         _check_seconds("slow_handler", slow_handler, "no watchdog")
         _check_seconds("stall_after", stall_after, "no stall notices")
+        self._checkpoints = checkpoint_options(self, checkpoint, checkpoint_every, checkpoint_mode)
         self.name = name
         self.stall_after = None if stall_after is None else float(stall_after)
         self._stall_watch: Any = None

@@ -97,6 +97,7 @@ class Running(Part):
 
     async def _run(self) -> None:
         self._begin()
+        self._durable_begin()  # resume from the last complete checkpoint, or start over
         self.metrics.reset()
         self.metrics.sample()
         watchdog = None if self.slow_handler is None else Watchdog(self, self.slow_handler)
@@ -123,13 +124,15 @@ class Running(Part):
                 for tuner in self._tuners:
                     if not tuner._stopped:
                         tg.start_soon(tuner.run, self._ended)
+                self._durable_start(tg, ended)
+            await self._durable_end()  # all done: the last checkpoint
         except BaseExceptionGroup as group:
             # An interrupt that reached the task group itself: raise it plainly.
             interrupt: BaseException | None = group.subgroup((KeyboardInterrupt, SystemExit))
             if interrupt is None:
                 # Not a stage's failure (those are recorded by the stage): a task of the
                 # run itself failed. Still a PipelineError, never a bare group.
-                self._task_failed(group)
+                _task_failed(self, group)
                 interrupt = None
             while isinstance(interrupt, BaseExceptionGroup):
                 interrupt = interrupt.exceptions[0]
@@ -147,15 +150,6 @@ class Running(Part):
         if self._fatal:
             self.error = PipelineError(self._fatal)
             raise self.error from self._first_fatal
-
-    def _task_failed(self, group: BaseExceptionGroup) -> None:
-        for exc in _leaves(group):
-            if isinstance(exc, Exception):
-                self._fatal.setdefault(f"<{self._label} runtime>", exc)
-                if self._first_fatal is None:
-                    self._first_fatal = exc
-            else:
-                raise group
 
     def _begin(self) -> None:
         # A tuner serves one run: those of the runs before are forgotten (their marks
@@ -334,6 +328,18 @@ class Running(Part):
             await self._finished.wait()
         if self.error is not None:
             raise self.error
+
+
+def _task_failed(p: Running, group: BaseExceptionGroup) -> None:
+    """A task of the run itself failed: the pipeline's fatal error (an interrupt among
+    its leaves is raised as the group)."""
+    for exc in _leaves(group):
+        if isinstance(exc, Exception):
+            p._fatal.setdefault(f"<{p._label} runtime>", exc)
+            if p._first_fatal is None:
+                p._first_fatal = exc
+        else:
+            raise group
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
