@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import genstage_nb as gs
+from genstage_nb.core.keys import stable_hash
 from genstage_nb.flow.reducer import Joiner, Reducer
 
 W = gs.Window
@@ -787,7 +788,7 @@ def _expected(events, steps, spec):
     n = spec["stages"]
     shares: list[list] = [[] for _ in range(n)]
     for e in events:
-        shares[(hash(key(e)) if key else hash(e)) % n if n > 1 else 0].append(e)
+        shares[stable_hash(key(e) if key else e) % n if n > 1 else 0].append(e)
     out = []
     for share in shares:
         reducer = Reducer("r", lambda: 0, _sum_v, key=key, window=_window_of(spec))

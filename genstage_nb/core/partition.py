@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .dispatchers import Deliveries, _no_selector
+from .keys import stable_hash
 
 
 class _NotAnIndex(Exception):
@@ -33,10 +34,12 @@ class PartitionDispatcher:
     ``partitions`` is a count N (partitions ``0 .. N-1``) or a list of names (then
     ``hash`` is required unless every name is an int). ``hash(event)`` returns the
     partition, or ``None`` to discard the event (counted in ``discarded``). The default
-    hash is ``partitions[hash(event) % N]`` (Python's ``hash``: stable for ints, salted
-    per process for strings). Consumers subscribe with ``partition=``. Each partition
-    keeps its own demand; events for a partition without demand wait in its queue
-    (also while it has no consumer) and are sent as soon as it asks.
+    hash is ``partitions[stable_hash(event) % N]`` (``keys.py``: Python's ``hash`` for
+    numbers, and for strings, tuples and dates a hash that is the same in every process,
+    so that a run resumed from a checkpoint sends each event where it went before).
+    Consumers subscribe with ``partition=``. Each partition keeps its own demand; events
+    for a partition without demand wait in its queue (also while it has no consumer)
+    and are sent as soon as it asks.
 
     >>> d = PartitionDispatcher(partitions=2, hash=lambda e: e % 2)
     >>> class Sub:
@@ -93,7 +96,7 @@ class PartitionDispatcher:
         self.names = names
         if hash is None:
             size = len(names)
-            hash = lambda event: names[event.__hash__() % size]  # noqa: E731
+            hash = lambda event: names[stable_hash(event) % size]  # noqa: E731
         self._hash = hash
         self._parts = {name: _Partition() for name in names}
         self._by_index = names == list(range(len(names)))

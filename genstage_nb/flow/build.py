@@ -16,6 +16,7 @@ from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any
 
 from ..core.factories import MapStage, from_iterable, producer_consumer
+from ..core.keys import stable_hash
 from ..core.partition import PartitionDispatcher
 from ..core.stage import ProducerConsumer, Stage
 from .stages import Collect, Join, Reduce, Step, Tag
@@ -238,7 +239,7 @@ class Builder:
 
 
 class KeyedPartition(PartitionDispatcher):
-    """A ``PartitionDispatcher`` by ``hash(key(event)) % N`` that sends each event on
+    """A ``PartitionDispatcher`` by ``stable_hash(key(event)) % N`` that sends each event on
     as ``(key, event)``, so the reduce after it does not compute the key again."""
 
     def __init__(self, partitions: int, key: Callable[[Any], Any]) -> None:
@@ -255,7 +256,7 @@ class KeyedPartition(PartitionDispatcher):
         key = self._key
         for event in events:
             k = key(event)
-            appends[hash(k) % n]((k, event))
+            appends[stable_hash(k) % n]((k, event))
         return list(zip(self.names, lists, strict=True))
 
 
@@ -269,11 +270,11 @@ def _demand(args: dict) -> dict:
 def _key_hash(key: Callable[[Any], Any] | None, n: int) -> Callable[[Any], int] | None:
     if key is None:
         return None
-    return lambda event: hash(key(event)) % n
+    return lambda event: stable_hash(key(event)) % n
 
 
 def _tagged_hash(key: Callable[[Any], Any], n: int) -> Callable[[Any], int]:
-    return lambda tagged: hash(key(tagged[1])) % n
+    return lambda tagged: stable_hash(key(tagged[1])) % n
 
 
 __all__ = ["Builder", "JOB_OPTIONS"]

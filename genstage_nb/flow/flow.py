@@ -12,9 +12,10 @@ stages (``docs/flow.md`` draws it):
   loop over the batch; with ``concurrency=``, ``executor=`` or an async function, a
   ``gs.map`` stage);
 - ``partition(stages=N)`` makes N stages ``"partition[i]"``, fed through a
-  ``PartitionDispatcher`` on the stage before (by ``hash(key(event)) % N``); the step
-  right after the partition (a reduce, a per-event step) runs in them, later steps run
-  once per partition (``"map[i]"``);
+  ``PartitionDispatcher`` on the stage before (by ``stable_hash(key(event)) % N``, the
+  same in every process: ``core/keys.py``); the step right after the partition (a
+  reduce, a per-event step) runs in them, later steps run once per partition
+  (``"map[i]"``);
 - ``reduce`` keeps one accumulator per key and window (``reducer.py``);
 - the last stages feed one consumer, ``"results"``.
 """
@@ -294,12 +295,22 @@ class Flow(Running, Aggregations):
 
     def configure(self, **pipeline_options: Any) -> Flow:
         """The options of the pipeline the flow builds (``name``, ``on_failure``,
-        ``metrics_interval``, as ``gs.Pipeline`` takes them).
+        ``metrics_interval``, and the durable runs' ``checkpoint``, ``checkpoint_every``
+        and ``checkpoint_mode``, as ``gs.Pipeline`` takes them). With ``checkpoint=``
+        the reduces' accumulators, open windows and late events, the sources' positions
+        and the results so far are saved; a run of the same flow resumes from there.
 
         >>> Flow.from_iterable([1]).configure(name="numbers").pipeline.name
         'numbers'
         """
-        allowed = {"name", "on_failure", "metrics_interval"}
+        allowed = {
+            "name",
+            "on_failure",
+            "metrics_interval",
+            "checkpoint",
+            "checkpoint_every",
+            "checkpoint_mode",
+        }
         unknown = set(pipeline_options) - allowed
         if unknown:
             raise TypeError(

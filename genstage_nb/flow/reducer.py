@@ -19,7 +19,19 @@ from typing import Any
 
 from .window import TimeAxis, Window, WindowResult
 
-MISSING: Any = object()
+
+class _Missing:
+    """No value yet (an accumulator, a watermark); pickled as this one object, so that
+    a state a checkpoint saved still says "no value" when it comes back."""
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
 _NO_WINDOW = (None, None)
 _MUTABLE = (dict, list, set)
 
@@ -52,6 +64,29 @@ class _Resumable:
         pos = len(events) - length_hint(it) - (0 if applied else 1)
         self._resume = (events, pos, out)
 
+    #: What a checkpoint saves of it (its functions and window are the flow's recipe,
+    #: built again by the run that resumes).
+    _SAVED: tuple[str, ...] = ()
+
+    def saved(self) -> dict[str, Any]:
+        """Its state, for a checkpoint (taken at rest: no batch half done): the open
+        windows and their accumulators, the late events, the watermarks."""
+        state = {name: getattr(self, name) for name in self._SAVED}
+        axis = getattr(self, "_axis", None)
+        if axis is not None:
+            state["_axis"] = (axis._kind, axis._tz)
+        return state
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Take back what ``saved`` returned (a run resuming from a checkpoint)."""
+        for name, value in state.items():
+            if name == "_axis":
+                axis: TimeAxis = getattr(self, "_axis")  # noqa: B009 (a fixed window's)
+                axis._kind, axis._tz = value
+            else:
+                setattr(self, name, value)
+        self._resume = None
+
 
 class Reducer(_Resumable):
     """One stage's reduce: ``fn(acc, event)`` per key (and window); see ``flow.py``.
@@ -68,6 +103,8 @@ class Reducer(_Resumable):
     >>> r.finish()
     [WindowResult(window=(2, 4), key=None, value=3, final=True)]
     """
+
+    _SAVED = ("windows", "counts", "late", "index", "watermark", "_next_close")
 
     def __init__(
         self,
@@ -290,6 +327,7 @@ class Joiner(_Resumable):
     """
 
     HOW = ("inner", "left", "right", "outer")
+    _SAVED = ("windows", "late", "index", "marks", "ended", "closed_until")
 
     def __init__(
         self,

@@ -119,6 +119,14 @@ class _Windowed(ProducerConsumer):
         for which, seconds in self._periods.items():
             task_group.start_soon(ticks, which, seconds)
 
+    def snapshot(self) -> Any:
+        """A checkpoint's state: its reduce's or join's (open windows, accumulators,
+        late events, watermarks); its inputs and timers are the run's."""
+        return self._state.saved()
+
+    def restore(self, state: Any) -> None:
+        self._state.load(state)
+
     def _gs_ended(self, process: Any) -> None:
         """The stage ended (however): its timers stop."""
         if self._ticker is not None:
@@ -221,6 +229,15 @@ class Collect(Consumer):
         super().__init__(**options)
         self.results = results
         self.sink: Any = None
+
+    def snapshot(self) -> Any:
+        """A checkpoint's state: the results so far (a resumed run's list holds them
+        all, once)."""
+        return {"results": None if self.results is None else list(self.results)}
+
+    def restore(self, state: Any) -> None:
+        if self.results is not None and state["results"] is not None:
+            self.results[:] = state["results"]
 
     def handle_events(self, events: list) -> Any:
         if self.results is not None:

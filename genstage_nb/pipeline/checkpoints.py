@@ -90,6 +90,7 @@ class Checkpoints:
         self.resumed: tuple[int, int] | None = None  # (checkpoint id, events done)
         self.skipped: list[tuple[float, str]] = []  # (time, why) of checkpoints not taken
         self._writing: Any = None  # the last write's thread call, while it runs
+        self._taking = False  # a take at work (one at a time)
         self._last_id = 0
 
     # -- a run begins: resume, or start over -------------------------------------------
@@ -188,8 +189,16 @@ class Checkpoints:
         rest within ``every`` seconds: it is taken at the next tick)."""
         p = self.pipeline
         await self.written()  # (one write at a time, in their order)
-        if p._starting is not None:
-            return None
+        if p._starting is not None or self._taking:
+            return None  # (not started yet, or another take at work: one at a time)
+        self._taking = True
+        try:
+            return await self._take(final)
+        finally:
+            self._taking = False
+
+    async def _take(self, final: bool) -> int | None:
+        p = self.pipeline
         procs = list(p._procs.values())
         held = [
             proc
@@ -212,9 +221,10 @@ class Checkpoints:
         self._last_id += 1
         number = self._last_id
         record = (number, time.time(), began, events, states, rows)
-        if final:
-            self._write(*record)
-            self._completed(number)
+        if final:  # (the stages have ended: their hooks are called here)
+            await anyio.to_thread.run_sync(self._write, *record)
+            for proc in procs:
+                await proc._hook(proc.stage.handle_checkpoint, number)
         else:
             self._writing = record
             p._tg.start_soon(self._write_in_thread, record)
@@ -331,7 +341,9 @@ class Checkpoints:
             counts.pop("(sources)", None)
             at = pd.Timestamp(at, unit="s")
             records.append(dict(zip(self.COLUMNS, (number, at, took, size, rows), strict=True)))
-            records[-1].update(counts)
+            records[-1].update(  # (a stage named as a column gets its own)
+                {f"{k} (stage)" if k in self.COLUMNS else k: v for k, v in counts.items()}
+            )
         stages = [k for k in records[-1] if k not in self.COLUMNS] if records else []
         return pd.DataFrame(records, columns=[*self.COLUMNS, *stages])
 

@@ -33,6 +33,18 @@ class Durable(Part):
         started from a checkpoint, else None."""
         return None if self._checkpoints is None else self._checkpoints.describe()
 
+    async def save_checkpoint(self) -> int | None:
+        """Take a checkpoint now, without waiting for ``checkpoint_every`` (before a
+        kernel restart, say): its id once it is saved, or None if it could not be taken
+        (a stage paused or failed, or not running); ``checkpoints`` lists it."""
+        if self._checkpoints is None:
+            raise ValueError(f"{self._label}: save_checkpoint() needs Pipeline(checkpoint=...)")
+        if not self.running:
+            return None
+        number = await self._checkpoints.take()
+        await self._checkpoints.written()
+        return number
+
     def _durable_begin(self) -> None:
         """Before a run's stages start: resume from the last complete checkpoint, or
         start over (an error ends the run before it began)."""
