@@ -2,10 +2,12 @@
 
 ``python durable_job.py DB LOG BACKEND SHAPE``: a keyed reduce over 100,000 events into
 a ``gs.to_sqlite`` table, checkpointed every 0.05 s to DB. The reduce writes to LOG (one
-line each, flushed): ``cut SEEN`` when a checkpoint takes its state, ``complete ID`` when
+line each, flushed): ``at SEEN`` after each batch, ``cut SEEN`` when a checkpoint takes its state, ``complete ID`` when
 the checkpoint is saved, ``restored SEEN`` when a run resumes, ``done JSON`` at the end.
 SHAPE ``class`` is source -> reduce -> table; ``map`` puts an async ``gs.map`` with
-concurrency 4 and a ``gs.batcher`` (with its flattening stage) before the reduce.
+concurrency 4 and a ``gs.batcher`` (with its flattening stage) before the reduce;
+``flow`` is a Flow: per key, count and sum in event-time windows of 10,000, over two
+partitions (its source writes the lines, with its position as SEEN; no table).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Reduce(gs.ProducerConsumer):
             entry[0] += 1
             entry[1] += n
         self.seen += len(events)
+        self._say(f"at {self.seen}")
         time.sleep(0.001)  # (so that a kill lands inside the run)
         return [{"n": n, "key": n % KEYS} for n in events]
 
@@ -86,8 +89,46 @@ def build(db: str, log: str, shape: str) -> tuple[gs.Pipeline, Reduce]:
     return p, reduce
 
 
+def run_flow(db: str, log: str, backend: str) -> None:
+    said = Reduce(log)  # (its log)
+
+    def slow(n: int) -> int:
+        if n % 100 == 99:
+            said._say(f"at {n + 1}")  # (where the map stands: the events it has seen)
+            time.sleep(0.001)  # (so that a kill lands inside the run)
+        return n
+
+    flow = (
+        gs.Flow.from_iterable(range(N))
+        .map(slow, max_demand=100)
+        .partition(key=lambda n: n % KEYS, stages=2, window=gs.Window.fixed(10_000, time=int))
+        .reduce(lambda: [0, 0], lambda acc, n: [acc[0] + 1, acc[1] + n])
+        .configure(checkpoint=db, checkpoint_every=0.05)
+    )
+    source = flow.pipeline._procs["from_iterable"].stage  # its position is what the log says
+    snapshot, restore = source.snapshot, source.restore
+
+    def cut() -> dict:
+        state = snapshot()
+        said._say(f"cut {state['at']}")
+        return state
+
+    def restored(state: dict) -> None:
+        restore(state)
+        said._say(f"restored {state['at']}")
+
+    source.snapshot, source.restore = cut, restored
+    source.handle_checkpoint = lambda number: said._say(f"complete {number}")
+    results = flow.run(backend=backend)
+    done = {f"{r.window[0]}:{r.key}": r.value for r in results}
+    said._say("done " + json.dumps(dict(sorted(done.items()))))
+
+
 def main() -> None:
     db, log, backend, shape = sys.argv[1:5]
+    if shape == "flow":
+        run_flow(db, log, backend)
+        return
     p, reduce = build(db, log, shape)
     p.run_sync(backend=backend)
     reduce._say("done " + json.dumps({str(k): v for k, v in sorted(reduce.sums.items())}))
