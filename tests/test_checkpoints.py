@@ -327,3 +327,72 @@ async def test_to_sqlite_names_its_stage_when_a_row_does_not_fit(tmp_path):
     p.link(p.add(gs.from_iterable([(1, 2)])), p.add(gs.to_sqlite(path, "t"), name="out"))
     with pytest.raises(gs.PipelineError, match=r"stage 'out'.*not a dict"):
         await p.run()
+
+
+async def test_resume_with_rewind_replays_from_the_checkpoint_with_the_fixed_code(tmp_path):
+    path = tmp_path / "run.db"
+
+    class Batches(gs.ProducerConsumer):
+        """Counts what it sees before it checks the batch: a failing batch has been
+        counted in part when it raises (what a plain resume would count twice)."""
+
+        def __init__(self):
+            super().__init__()
+            self.bad = {400}
+
+        def init(self):
+            self.seen = 0
+
+        def handle_events(self, events):
+            for n in events:
+                self.seen += 1
+                if n in self.bad:
+                    raise ValueError(f"cannot take {n} yet")
+            return [{"n": n} for n in events]
+
+    stage = Batches()
+    source = Numbers(allowed=200)
+    p = gs.Pipeline(checkpoint=path, checkpoint_every=3600, on_failure="pause")
+    p.link(p.add(source, name="numbers"), p.add(stage, name="batches"), max_demand=20)
+    p.link("batches", p.add(gs.to_sqlite(str(path), "rows"), name="rows"), max_demand=20)
+    source.handle_info = lambda message: source._make()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await settle(p)
+        assert await p.save_checkpoint() == 1  # at 200
+        source.allowed = N
+        source.send("more")
+        failure = await p.wait_paused("batches")
+        assert failure.events and 400 in failure.events
+        assert stage.seen > 400  # (counted in part: 400 and those before it in its batch)
+        with pytest.raises(RuntimeError, match="is not paused"):
+            p.resume("rows", rewind=True)
+        stage.bad.clear()  # the fix
+        p.resume("batches", rewind=True)
+    assert stage.seen == N  # back to 200 at the checkpoint, then 400 more: none twice
+    assert p.failures == {} and p.error is None
+    assert rows(path) == (N, N)
+    assert p.resumed == "resumed from checkpoint 1 (200 events already done)"
+
+
+async def test_rewind_needs_a_checkpoint(tmp_path):
+    def bad(events):
+        raise ValueError("always")
+
+    async def run(p):
+        with pytest.raises(gs.PipelineError):  # (stopped while paused: a failure)
+            await p.run()
+
+    for options, said in [
+        ({}, r"rewind=True\) needs Pipeline\(checkpoint"),
+        ({"checkpoint": tmp_path / "run.db"}, "holds no complete checkpoint yet"),
+    ]:
+        p = gs.Pipeline(on_failure="pause", **options)
+        p.link(p.add(gs.from_iterable(range(5))), p.add(gs.consumer(bad), name="sink"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, p)
+            await p.wait_paused("sink")
+            with pytest.raises(ValueError, match=said):
+                p.resume("sink", rewind=True)
+            assert p.paused  # (still paused: nothing changed)
+            p.stop()

@@ -463,3 +463,22 @@ async def test_pipeline_status_shows_a_started_flow_when_the_default_pipeline_is
     status = shell.run_line_magic("pipeline", "status")
     assert list(status.index) == ["from_iterable", "partition[0]", "results"]
     assert status.loc["partition[0]", "events_in"] == 20
+
+
+def test_status_and_dashboard_say_where_a_durable_run_resumed(shell, capsys, tmp_path):
+    def build():
+        p = shell.user_ns["p"] = gs.Pipeline(checkpoint=tmp_path / "run.db")
+        p.link(p.add(gs.from_iterable(range(50)), name="src"), p.add(gs.consumer(list), name="k"))
+        return p
+
+    build().run_sync()
+    p = build()
+    p.run_sync()  # (the run after a restart: from the last checkpoint)
+    capsys.readouterr()
+    shell.run_line_magic("pipeline", "status --pipeline p")
+    assert "resumed from checkpoint 1 (50 events already done)" in capsys.readouterr().out
+    d = p.dashboard()
+    assert "resumed from checkpoint 1 (50 events already done)" in d.warnings.value
+    d.close()
+    with pytest.raises(UsageError, match="--rewind goes with resume only"):
+        shell.run_line_magic("pipeline", "skip k --rewind --pipeline p")

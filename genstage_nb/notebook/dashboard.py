@@ -420,8 +420,10 @@ class Dashboard(w.VBox):
             for name, link in dask_dashboards(self.pipeline).items()
         )
         notices = self.tuner.notices[-3:] if self.tuner is not None else []
+        resumed = self.pipeline.resumed  # a durable run: where it started
         self.warnings.value = (
             links
+            + (f"<div>&#8635; {html.escape(resumed)}</div>" if resumed else "")
             + "".join(
                 f"<div style='color:#b8620b'>&#9888; {html.escape(str(record))}</div>"
                 for record in current_warnings(self.pipeline.warnings)

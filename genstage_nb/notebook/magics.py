@@ -147,6 +147,7 @@ def _pipeline_parser() -> _Parser:
     p.add_argument("command")
     p.add_argument("stage", nargs="?")
     p.add_argument("--pipeline")
+    p.add_argument("--rewind", action="store_true")
     return p
 
 
@@ -345,8 +346,8 @@ class StageMagics(Magics):
 
     @line_magic
     def pipeline(self, line: str) -> Any:
-        """%pipeline start|stop|status|resume NAME|skip NAME|explain|progress|peek NAME|show|
-        plot|dashboard|reset [--pipeline VAR]"""
+        """%pipeline start|stop|status|resume NAME [--rewind]|skip NAME|explain|progress|
+        peek NAME|show|plot|dashboard|reset [--pipeline VAR]"""
         args = _pipeline_parser().parse_args(shlex.split(line))
         command = args.command
         if command not in PIPELINE_COMMANDS:
@@ -367,8 +368,10 @@ class StageMagics(Magics):
             p.stop()
             print("pipeline stopping")
             return None
+        if args.rewind and command != "resume":
+            raise UsageError(f"%pipeline {command}: --rewind goes with resume only")
         if command in ("resume", "skip"):
-            return self._go_on(p, command, args.stage)
+            return self._go_on(p, command, args.stage, args.rewind)
         if command == "peek":
             if args.stage is None:
                 raise UsageError("%pipeline peek: which stage? (%pipeline peek NAME)")
@@ -379,6 +382,8 @@ class StageMagics(Magics):
         if args.stage is not None:
             raise UsageError(f"%pipeline {command}: takes no stage name (got {args.stage!r})")
         if command == "status":
+            if p.resumed:
+                print(p.resumed)  # (a durable run: where it started)
             for name, failure in p.paused.items():
                 print(describe(p, name, failure), file=sys.stderr)
             for record in current_warnings(p.warnings):
@@ -398,8 +403,8 @@ class StageMagics(Magics):
         )
         return None
 
-    def _go_on(self, p: Pipeline, command: str, name: str | None) -> None:
-        """%pipeline resume NAME / %pipeline skip NAME."""
+    def _go_on(self, p: Pipeline, command: str, name: str | None, rewind: bool = False) -> None:
+        """%pipeline resume NAME [--rewind] / %pipeline skip NAME."""
         if name is None:
             paused = list(p.paused)
             if not paused:
@@ -408,10 +413,15 @@ class StageMagics(Magics):
                 raise UsageError(f"%pipeline {command}: which stage? (paused: {', '.join(paused)})")
             (name,) = paused  # the one paused stage
         try:
-            getattr(p, command)(name)
+            if rewind:
+                p.resume(name, rewind=True)
+            else:
+                getattr(p, command)(name)
         except (ValueError, RuntimeError) as exc:
             raise UsageError(f"%pipeline {command} {name}: {exc}") from None
         done = "resumed" if command == "resume" else "skipped its failed batch and goes on"
+        if rewind:
+            done = "resumed: every stage goes back to the last checkpoint and runs again"
         print(f"stage {name!r} {done}")
 
 

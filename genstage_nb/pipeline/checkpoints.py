@@ -95,9 +95,23 @@ class Checkpoints:
 
     # -- a run begins: resume, or start over -------------------------------------------
 
-    def begin(self) -> None:
+    def last_complete(self) -> int | None:
+        """The id of the file's last complete checkpoint (None: there is none)."""
+        if not os.path.exists(self.path):
+            return None
+        connection = _connect(self.path)
+        try:
+            found = connection.execute(
+                "SELECT max(id) FROM gs_checkpoints WHERE complete = 1"
+            ).fetchone()
+        finally:
+            connection.close()
+        return found[0]
+
+    def begin(self, rewind: bool = False) -> None:
         """Before a run's stages start: check the sources can say where they stand, then
-        give every stage the state of the last complete checkpoint (if any)."""
+        give every stage the state of the last complete checkpoint (if any; ``fresh``
+        mode starts over, except for a ``rewind``, which always goes back to it)."""
         p = self.pipeline
         for name, proc in p._procs.items():
             why = getattr(proc.stage, "_gs_not_checkpointable", lambda: None)()
@@ -110,7 +124,7 @@ class Checkpoints:
         now = fingerprint(p)
         connection = _connect(self.path)
         try:
-            if self.mode == "fresh":
+            if self.mode == "fresh" and not rewind:
                 self._start_over(connection, now)
                 self.resumed = None
                 return

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import anyio
+
 from .checkpoints import MODES, Checkpoints
 from .parts import Part
 
@@ -55,6 +57,46 @@ class Durable(Part):
         except BaseException:
             self._end()
             raise
+
+    def _rewind(self, proc: Any) -> None:
+        """``resume(stage, rewind=True)``: end this round of the run at once and run
+        again from the last complete checkpoint (``_durable_rewound``), with the stages'
+        code as it is now."""
+        where = f"resume({proc.name!r}, rewind=True)"
+        durable = self._checkpoints
+        if durable is None:
+            raise ValueError(
+                f"{where} needs Pipeline(checkpoint=...): without checkpoints there is no "
+                f"state to roll back to; resume({proc.name!r}) goes on from the failed batch"
+            )
+        if durable.last_complete() is None:
+            raise ValueError(
+                f"{where}: {durable.path!r} holds no complete checkpoint yet; "
+                f"resume({proc.name!r}) goes on from the failed batch"
+            )
+        records = self.failures.get(proc.name, [])
+        if proc.paused in records:  # (not a failure after all: it is replayed)
+            records.remove(proc.paused)
+        if not records:
+            self.failures.pop(proc.name, None)
+        self._rewinding = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def _durable_rewound(self) -> bool:
+        """After a round of the run: True if it was ended by a rewind, once every stage
+        is new again and has the state of the last complete checkpoint."""
+        if not self._rewinding:
+            return False
+        self._rewinding = False
+        self._fresh_processes()
+        self._running = True
+        self._alive = len(self._procs)
+        self._ended = anyio.Event()
+        self._fatal, self._first_fatal = {}, None
+        assert self._checkpoints is not None  # (_rewind checked)
+        self._checkpoints.begin(rewind=True)
+        return True
 
     def _durable_start(self, tg: Any, ended: Any) -> None:
         """The run's stages have started: a checkpoint every ``checkpoint_every`` s."""

@@ -115,6 +115,7 @@ class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Durab
         _check_seconds("slow_handler", slow_handler, "no watchdog")
         _check_seconds("stall_after", stall_after, "no stall notices")
         self._checkpoints = checkpoint_options(self, checkpoint, checkpoint_every, checkpoint_mode)
+        self._rewinding = False
         self.name = name
         self.stall_after = None if stall_after is None else float(stall_after)
         self._stall_watch: Any = None

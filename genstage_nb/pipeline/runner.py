@@ -104,27 +104,9 @@ class Running(Part):
         if watchdog is not None:
             watchdog.start()
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                self._starting = set(self._procs.values()) or None
-                self._held_asks = []
-                for name, proc in list(self._procs.items()):
-                    tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
-                if self.stopping:
-                    tg.start_soon(self._stop_within, self._stop_timeout)
-                ended = self._ended
-                assert ended is not None  # (set for the run above)
-                if self.metrics_interval is not None:
-                    tg.start_soon(self.metrics.run, self.metrics_interval, ended)
-                if watchdog is not None:
-                    tg.start_soon(watchdog.beat, ended)
-                if self.stall_after is not None:
-                    self._stall_watch = StallWatch(self, self.stall_after)
-                    tg.start_soon(self._stall_watch.run, self._ended)
-                for tuner in self._tuners:
-                    if not tuner._stopped:
-                        tg.start_soon(tuner.run, self._ended)
-                self._durable_start(tg, ended)
+            await self._run_stages(watchdog)
+            while self._durable_rewound():  # resume(rewind=True): again from a checkpoint
+                await self._run_stages(watchdog)
             await self._durable_end()  # all done: the last checkpoint
         except BaseExceptionGroup as group:
             # An interrupt that reached the task group itself: raise it plainly.
@@ -150,6 +132,30 @@ class Running(Part):
         if self._fatal:
             self.error = PipelineError(self._fatal)
             raise self.error from self._first_fatal
+
+    async def _run_stages(self, watchdog: Watchdog | None) -> None:
+        """Run every stage, and the run's own tasks, until all have ended."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._starting = set(self._procs.values()) or None
+            self._held_asks = []
+            for name, proc in list(self._procs.items()):
+                tg.start_soon(proc.main, name=f"genstage_nb stage {name}")
+            if self.stopping:
+                tg.start_soon(self._stop_within, self._stop_timeout)
+            ended = self._ended
+            assert ended is not None  # (set for the run above)
+            if self.metrics_interval is not None:
+                tg.start_soon(self.metrics.run, self.metrics_interval, ended)
+            if watchdog is not None:
+                tg.start_soon(watchdog.beat, ended)
+            if self.stall_after is not None:
+                self._stall_watch = StallWatch(self, self.stall_after)
+                tg.start_soon(self._stall_watch.run, self._ended)
+            for tuner in self._tuners:
+                if not tuner._stopped:
+                    tg.start_soon(tuner.run, self._ended)
+            self._durable_start(tg, ended)
 
     def _begin(self) -> None:
         # A tuner serves one run: those of the runs before are forgotten (their marks

@@ -52,11 +52,16 @@ class Supervision(Part):
             if proc.paused is not None and proc._decision is None
         }
 
-    def resume(self, stage: Any) -> None:
+    def resume(self, stage: Any, rewind: bool = False) -> None:
         """Go on with a paused stage: its failed hook is called again with what it had
         (the batch, the demand, the message), using the stage's code as it is now. Its
         failure record is removed (the batch is handled after all); if it fails again,
         it pauses again. Re-running the ``%%stage`` cell of a paused stage does this.
+
+        ``rewind=True`` (a pipeline with ``checkpoint=``): every stage goes back to the
+        last complete checkpoint instead, and the events since are replayed with the
+        code as it is now, so a hook that changed its state before it raised counts
+        nothing twice (a sink other than ``gs.to_sqlite`` sees those events again).
 
         >>> import anyio, genstage_nb as gs
         >>> p = gs.Pipeline(on_failure="pause"); out = []; bad = {3}
@@ -77,7 +82,11 @@ class Supervision(Part):
         paused with [3]
         ([0, 1, 2, 3, 4, 5], {})
         """
-        self._paused_process(stage, RESUME)._unpause(RESUME)
+        proc = self._paused_process(stage, RESUME)
+        if rewind:
+            self._rewind(proc)
+        else:
+            proc._unpause(RESUME)
 
     def skip(self, stage: Any) -> None:
         """Go on with a paused stage without its failed batch: the batch stays counted
