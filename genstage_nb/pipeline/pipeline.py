@@ -44,6 +44,23 @@ def _check_seconds(option: str, value: Any, none_means: str) -> None:
         )
 
 
+def _check_options(
+    name: Any, on_failure: Any, metrics_interval: Any, slow_handler: Any, stall_after: Any
+) -> None:
+    """The options of ``Pipeline(...)`` (those of checkpoints: ``durable.py``)."""
+    if on_failure not in ON_FAILURE:
+        raise ValueError(
+            f"Pipeline: on_failure must be 'stop', 'continue' or 'pause', got {on_failure!r}"
+        )
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise (TypeError if not isinstance(name, str) else ValueError)(
+            f"Pipeline: name must be a non-empty string or None, got {name!r}"
+        )
+    _check_seconds("metrics_interval", metrics_interval, "no sampling")
+    _check_seconds("slow_handler", slow_handler, "no watchdog")
+    _check_seconds("stall_after", stall_after, "no stall notices")
+
+
 class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Durable, Views):
     """A graph of stages, run as one unit.
 
@@ -103,17 +120,7 @@ class Pipeline(GraphBuilding, Rerunning, Running, Background, Supervision, Durab
         checkpoint_every: float = 5.0,
         checkpoint_mode: str = "resume",
     ) -> None:
-        if on_failure not in ON_FAILURE:
-            raise ValueError(
-                f"Pipeline: on_failure must be 'stop', 'continue' or 'pause', got {on_failure!r}"
-            )
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise (TypeError if not isinstance(name, str) else ValueError)(
-                f"Pipeline: name must be a non-empty string or None, got {name!r}"
-            )
-        _check_seconds("metrics_interval", metrics_interval, "no sampling")
-        _check_seconds("slow_handler", slow_handler, "no watchdog")
-        _check_seconds("stall_after", stall_after, "no stall notices")
+        _check_options(name, on_failure, metrics_interval, slow_handler, stall_after)
         self._checkpoints = checkpoint_options(self, checkpoint, checkpoint_every, checkpoint_mode)
         self._rewinding = False
         self.name = name
