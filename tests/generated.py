@@ -24,6 +24,8 @@ through, so a consumer knows which producer sent it.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +97,7 @@ class Spec:
     stream: tuple | None = None  # (producer, after events, read, max_demand)
     late: tuple | None = None  # (producer, after events, unlink after events or None)
     peek: str | None = None  # a producer peeked at from before the run on
+    checkpoint: float | None = None  # checkpoint_every (seconds), with checkpoint= on
 
     def node(self, name: str) -> Node:
         """The node of that name (a plain sink for one linked during the run)."""
@@ -240,6 +243,8 @@ def pipelines(draw: Any, faults: bool = True) -> Spec:
     ]
     if draw(st.integers(0, 3)) == 0:
         spec.peek = draw(st.sampled_from(peekable))
+    if draw(st.integers(0, 3)) == 0:  # durable runs: checkpoints while it runs
+        spec.checkpoint = draw(st.sampled_from([0.001, 0.01, 0.05]))
     if draw(st.integers(0, 5)) == 0:
         open_on = [name for name in producers if spec.node(name).dispatcher != "partition"]
         if open_on:
@@ -582,8 +587,14 @@ class Outcome:
     started: anyio.Event = field(default_factory=anyio.Event)
 
 
-def build(spec: Spec, books: Books, executor: Any) -> tuple[gs.Pipeline, dict]:
-    p = gs.Pipeline(on_failure=spec.on_failure, stall_after=0.1, metrics_interval=0.05)
+def build(spec: Spec, books: Books, executor: Any, folder: str = "") -> tuple[gs.Pipeline, dict]:
+    durable = {}
+    if spec.checkpoint is not None:
+        durable = {
+            "checkpoint": os.path.join(folder, "run.db"),
+            "checkpoint_every": spec.checkpoint,
+        }
+    p = gs.Pipeline(on_failure=spec.on_failure, stall_after=0.1, metrics_interval=0.05, **durable)
     ends: dict[str, tuple[gs.Stage, gs.Stage]] = {}  # node -> (first stage, last stage)
     for node in spec.nodes:
         if node.role == "source":
@@ -613,8 +624,8 @@ def build(spec: Spec, books: Books, executor: Any) -> tuple[gs.Pipeline, dict]:
 async def run_spec(spec: Spec) -> Outcome:
     """Build ``spec``, run it within ``BOUND`` seconds, and check it (see the module doc)."""
     books = Books()
-    with ThreadPoolExecutor(2) as executor:
-        p, ends = build(spec, books, executor)
+    with ThreadPoolExecutor(2) as executor, tempfile.TemporaryDirectory() as folder:
+        p, ends = build(spec, books, executor, folder)
         outcome = Outcome(p, books)
         try:
             with anyio.fail_after(BOUND):
@@ -638,8 +649,26 @@ async def run_spec(spec: Spec) -> Outcome:
                 f"the run did not end within {BOUND} s; status {p.status}; stall notices: "
                 f"{stalls or 'none'}"
             ) from None
-    check(spec, outcome)
+        check(spec, outcome)
+        _check_checkpoints(spec, outcome)
     return outcome
+
+
+def _check_checkpoints(spec: Spec, outcome: Outcome) -> None:
+    """With checkpoints: a run that ended with every stage done has its last checkpoint,
+    which counts what every stage handled (a source: made)."""
+    p = outcome.pipeline
+    if spec.checkpoint is None or outcome.error is not None or outcome.stopped or outcome.late:
+        return
+    if p.failures or spec.stream is not None:
+        return
+    saved = p.checkpoints
+    assert len(saved), "no checkpoint after a run that ended with every stage done"
+    last = saved.iloc[-1]
+    for name, proc in p._procs.items():
+        column = f"{name} (stage)" if name in ("id", "time", "took", "size", "rows") else name
+        done = proc.counters.made if proc.kind == "producer" else proc.counters.handled
+        assert last[column] == done, (name, last[column], done)
 
 
 async def _run(outcome: Outcome) -> None:
@@ -970,7 +999,8 @@ def _made(spec: Spec, node: Node, receivers: dict) -> list:
 
 def describe(spec: Spec) -> str:
     lines = [
-        f"on_failure={spec.on_failure} on_pause={spec.on_pause} stop_after={spec.stop_after} stream={spec.stream}"
+        f"on_failure={spec.on_failure} on_pause={spec.on_pause} stop_after={spec.stop_after} stream={spec.stream}",
+        f"checkpoint_every={spec.checkpoint}",
     ]
     lines += [f"  {node}" for node in spec.nodes]
     lines += [f"  {link}" for link in spec.links]

@@ -2,8 +2,8 @@
 
 A producer in ``"accumulate"`` mode keeps the demand it is asked for (and a
 producer-consumer's events made meanwhile) in ``accumulated`` until it is set back to
-``"forward"``; then the demand is served and the events dispatched in the order they
-came.
+``"forward"``; then the events kept are dispatched in the order they were made, and
+then the demand kept is served.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ class Accumulating(Role):
             self.accumulating = True
             return
         self.accumulating = False
-        pending, self.accumulated = self.accumulated, []
+        kept, self.accumulated = self.accumulated, []
+        # The events already made go first, in the order they were made; then the
+        # demand kept is served (what it makes is newer than all of them).
+        pending = [entry for entry in kept if entry[0] == "dispatch"]
+        pending += [entry for entry in kept if entry[0] == "demand"]
         for i, (kind, value) in enumerate(pending):
             try:
                 if kind == "dispatch":

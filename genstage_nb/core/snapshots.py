@@ -69,6 +69,18 @@ def unsettled(proc: Any) -> str | None:
     return None
 
 
+def between_steps(proc: Any) -> bool:
+    """True when ``proc`` is not in the middle of a step (a hook, a demand being served,
+    a replay of kept demand): a source may be held there (``Checkpoints._settle``);
+    messages waiting in its mailbox are served after, as held."""
+    return not (
+        proc.current_hook
+        or proc._rest is not None
+        or proc._resume is not None
+        or (proc.producing and proc._demand_in_hand)
+    )
+
+
 def take(proc: Any) -> dict[str, Any]:
     """``proc``'s whole state now (it must be at rest: ``unsettled`` said None)."""
     stage = proc.stage
@@ -115,4 +127,4 @@ def resume(proc: Any) -> None:
         proc.pc_queue.append((BATCHES, RESTORED, batches))
 
 
-__all__ = ["RESTORED", "put", "resume", "take", "unsettled"]
+__all__ = ["RESTORED", "between_steps", "put", "resume", "take", "unsettled"]

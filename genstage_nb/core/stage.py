@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("genstage_nb")
 
 
+_NONE: Any = object()  # (an attribute not set)
+
+
 class Stage:
     """Base of every stage kind; subclass ``Producer``, ``ProducerConsumer``,
     ``Consumer`` or ``ConcurrentConsumer`` instead.
@@ -157,9 +160,10 @@ class Stage:
 
     def snapshot(self) -> Any:
         """The state a checkpoint saves for this stage (pickled): by default the
-        attributes ``init()`` set, as a dict. Override it (with ``restore``) to save
-        something else, or to leave out what cannot be pickled (a connection, a client:
-        set those up in ``init()`` and leave them out here).
+        attributes ``init()`` set, as a dict, except those holding a subscription or a
+        stage (the run that resumes makes its own). Override it (with ``restore``) to
+        save something else, or to leave out what cannot be pickled (a connection, a
+        client: set those up in ``init()`` and leave them out here).
 
         >>> import genstage_nb as gs
         >>> class Count(gs.Consumer):
@@ -169,7 +173,14 @@ class Stage:
         >>> c.snapshot()
         {'seen': 3}
         """
-        return {name: getattr(self, name) for name in self._gs_state_names if hasattr(self, name)}
+        from .subscription import Subscription
+
+        state = {}
+        for name in self._gs_state_names:
+            value = getattr(self, name, _NONE)
+            if value is not _NONE and not isinstance(value, (Subscription, Stage)):
+                state[name] = value
+        return state
 
     def restore(self, state: Any) -> None:
         """Take back what ``snapshot()`` saved, in a run that resumes from a checkpoint

@@ -214,15 +214,9 @@ class Checkpoints:
     async def _take(self, final: bool) -> int | None:
         p = self.pipeline
         procs = list(p._procs.values())
-        held = [
-            proc
-            for proc in procs
-            if proc.kind == "producer" and proc.running and not proc.accumulating
-        ]
-        for proc in held:
-            proc.accumulating = True  # its demand (and what it makes) is kept meanwhile
+        held: list = []  # the sources this checkpoint holds (set accumulating)
         try:
-            why = await self._settle(procs, final)
+            why = await self._settle(procs, final, held)
             if why is not None:
                 self.skipped.append((time.time(), why))
                 log.info("pipeline %s: checkpoint skipped: %s", p._label, why)
@@ -244,16 +238,29 @@ class Checkpoints:
             p._tg.start_soon(self._write_in_thread, record)
         return number
 
-    async def _settle(self, procs: list, final: bool) -> str | None:
-        """Wait until no stage has anything moving (None), or say why not."""
+    async def _settle(self, procs: list, final: bool, held: list) -> str | None:
+        """Hold every running source (its demand, and what it makes, kept as the
+        accumulate mode keeps them), each between two of its steps (none is held in
+        the middle of one), then wait until no stage has anything moving
+        (None), or say why not. ``held`` gets the sources held."""
         p = self.pipeline
         deadline = time.perf_counter() + max(1.0, self.every)
+        to_hold = [
+            proc
+            for proc in procs
+            if proc.kind == "producer" and proc.running and not proc.accumulating
+        ]
         spins = 0
         while True:
+            for proc in list(to_hold):
+                if snapshots.between_steps(proc):
+                    proc.accumulating = True
+                    held.append(proc)
+                    to_hold.remove(proc)
             busy = [(proc.name, why) for proc in procs if (why := snapshots.unsettled(proc))]
-            if not busy:
+            if not busy and not to_hold:
                 return None
-            name, why = busy[0]
+            name, why = busy[0] if busy else (to_hold[0].name, "is at work")
             if why in ("paused", "failed") or (p.stopping and not final):
                 return f"stage {name!r} is {why}"
             if time.perf_counter() > deadline:
