@@ -189,7 +189,8 @@ class Producing(Role):
         dispatcher leaves of events taken from the buffer goes back to its front. So
         events leave in the order they were made, on every link.
         """
-        if self.accumulating and not self.pc:
+        if self.accumulating and not self.pc and not from_buffer:
+            # (what the buffer held is older than anything kept: it goes on as asked)
             self.accumulated.append(("dispatch", events))
             return
         if not from_buffer and len(self.buffer):
