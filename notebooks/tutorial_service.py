@@ -5,7 +5,9 @@ real ones (run it as a program; it prints its port, then serves until stopped).
 
 ``GET /items/{id}`` answers ``{"id": id, "price": ...}`` after ``latency`` seconds;
 about ``busy`` of the calls get a 503 (try again later); more than ``rate`` calls in any
-second get a 429 (too many requests).
+second get a 429 (too many requests). ``GET /stats`` says how many calls were answered
+with a price, and how many of those were for an id answered before (tutorial 10 counts
+the calls a resumed run makes again).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 import asyncio
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 
 from aiohttp import web
 
@@ -22,6 +24,7 @@ from aiohttp import web
 def make_app(latency: float, busy: float, rate: int, seed: int = 7) -> web.Application:
     rng = random.Random(seed)
     recent: deque[float] = deque()  # times of the calls in the last second
+    answered: Counter[int] = Counter()  # id -> calls answered with a price
 
     async def item(request: web.Request) -> web.Response:
         now = time.monotonic()
@@ -34,10 +37,16 @@ def make_app(latency: float, busy: float, rate: int, seed: int = 7) -> web.Appli
         if rng.random() < busy:
             return web.json_response({"error": "busy, try again"}, status=503)
         item_id = int(request.match_info["id"])
+        answered[item_id] += 1
         return web.json_response({"id": item_id, "price": round(item_id * 1.5 + 3, 2)})
+
+    async def stats(request: web.Request) -> web.Response:
+        calls = sum(answered.values())
+        return web.json_response({"calls": calls, "again": calls - len(answered)})
 
     app = web.Application()
     app.router.add_get("/items/{id}", item)
+    app.router.add_get("/stats", stats)
     return app
 
 

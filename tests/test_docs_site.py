@@ -30,7 +30,7 @@ def test_the_docs_site_builds_strict(tmp_path):
     for page in ("api/index.html", "concepts/index.html", "getting-started/index.html"):
         assert page in pages
     tutorials = sorted(p for p in pages if p.startswith("tutorials/"))
-    assert len(tutorials) == 9, tutorials
+    assert len(tutorials) == 10, tutorials
     api = (tmp_path / "api" / "index.html").read_text()
     assert 'id="genstage_nb.Pipeline"' in api
     for member in ("link", "run", "stream", "dashboard", "progress", "peek"):  # role classes
