@@ -186,11 +186,10 @@ class Producing(Role):
 
         The buffer holds the oldest events not sent: new events queue behind it (the
         buffer is served first, as far as the dispatcher can send on), and what the
-        dispatcher leaves of events taken from the buffer goes back to its front. So
-        events leave in the order they were made, on every link.
+        dispatcher leaves of events taken from the buffer goes back to its front (and
+        is never kept by the accumulate mode). So events leave in the order made.
         """
         if self.accumulating and not self.pc and not from_buffer:
-            # (what the buffer held is older than anything kept: it goes on as asked)
             self.accumulated.append(("dispatch", events))
             return
         if not from_buffer and len(self.buffer):
