@@ -17,6 +17,7 @@ less time (cache misses, allocation): confirm a large change with ``bench/throug
     python bench/instructions.py --check    # exit 1 if a figure grew more than 3%
     python bench/instructions.py --record   # write the figures to bench/instructions.json
     python bench/instructions.py --tree DIR # another checkout's figures (a git worktree)
+    python bench/instructions.py --checkpoints  # and W1 with checkpoint= beside it
 
 Needs valgrind (Debian: ``apt-get install -y valgrind``).
 """
@@ -68,7 +69,10 @@ else:
         def handle_events(self, events):
             self.total += sum(events)
 
-    p = gs.Pipeline(metrics_interval=None, slow_handler=None, stall_after=None)
+    durable = {}
+    if len(sys.argv) > 3:  # --checkpoints: the same run with a checkpoint every 5 s
+        durable = {"checkpoint": sys.argv[3], "checkpoint_every": 5.0, "checkpoint_mode": "fresh"}
+    p = gs.Pipeline(metrics_interval=None, slow_handler=None, stall_after=None, **durable)
     src = p.add(gs.from_iterable(range(n)), name="numbers")
     inc = p.add(gs.producer_consumer(lambda events: [x + 1 for x in events]), name="inc")
     out = p.add(Sum(), name="sum")
@@ -104,9 +108,9 @@ def instructions(cmd: list[str], env: dict) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def measure(python: str, tree: str | None = None) -> dict[str, float]:
+def measure(python: str, tree: str | None = None, durable: bool = False) -> dict[str, float]:
     """Instructions per event of W1 for every max_demand in SIZES (key "0": the loop),
-    with this checkout's package or ``tree``'s."""
+    with this checkout's package or ``tree``'s (``durable``: with checkpoints on)."""
     # The same dict layouts every run; no helper threads (valgrind counts every thread's
     # instructions, and a thread pool's spinning grows with the run's time). The workload
     # freezes what start-up allocated: else the collector's full passes walk every object
@@ -119,8 +123,12 @@ def measure(python: str, tree: str | None = None) -> dict[str, float]:
         script = os.path.join(tmp, "w1.py")
         with open(script, "w") as f:
             f.write(WORKLOAD)
+        extra = [os.path.join(tmp, "run.db")] if durable else []
         for md, (small, big) in SIZES.items():
-            run = lambda n, md=md: instructions([python, script, str(n), str(md)], env)  # noqa: E731
+            if durable and md == 0:
+                continue  # (the loop has no checkpoints)
+            cmd = lambda n, md=md: [python, script, str(n), str(md), *extra]  # noqa: E731
+            run = lambda n, cmd=cmd: instructions(cmd(n), env)  # noqa: E731
             figures[str(md)] = (run(big) - run(small)) / (big - small)
     return figures
 
@@ -145,6 +153,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail on growth past 3%%")
     parser.add_argument("--record", action="store_true", help="write bench/instructions.json")
     parser.add_argument("--tree", help="measure another checkout of the project instead")
+    parser.add_argument(
+        "--checkpoints", action="store_true", help="also W1 with a checkpoint every 5 s"
+    )
     args = parser.parse_args()
     if args.tree and (args.record or args.check):
         sys.exit("--tree measures another checkout: it neither records nor checks")
@@ -156,6 +167,12 @@ def main() -> int:
             recorded = json.load(f)["w1"]
     figures = measure(args.python, args.tree)
     print(table(figures, recorded))
+    if args.checkpoints:
+        durable = measure(args.python, args.tree, durable=True)
+        print("\nwith checkpoint= (every 5 s) beside the same run without")
+        for key, value in durable.items():
+            ratio = value / figures[key]
+            print(f"max_demand {key:6s}{value:10,.0f}{figures[key]:10,.0f}{ratio:9.3f}x")
     if args.record:
         with open(RECORD, "w") as f:
             json.dump(
