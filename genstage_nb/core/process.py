@@ -348,9 +348,14 @@ class Process(
         if not self._init_done:
             self.current = []
             self.current_hook = "init"
-            before = dict(vars(self.stage))
+            # What init() sets is the default state of a checkpoint; only a pipeline
+            # with checkpoints looks (vars() gives the stage a dict of its own, which
+            # makes every attribute access of its hooks a little slower).
+            durable = getattr(self.supervisor, "_checkpoints", None) is not None
+            before = dict(vars(self.stage)) if durable else None
             await self._retried_hook("init")
-            self.stage._gs_state_names = init_set(self.stage, before)
+            if before is not None:
+                self.stage._gs_state_names = init_set(self.stage, before)
             if self._restored is not None:
                 self.current_hook = "restore"
                 snapshots.resume(self)
