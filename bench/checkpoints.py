@@ -6,11 +6,14 @@ W1 is ``range(n) -> x + 1 -> sum`` (max_demand 1000, the sum a stage's state); W
 336,776 NYC flights as dicts -> per carrier and day the count and mean delay (a Flow,
 ``partition(stages=1).reduce``). Each runs without checkpoints (the baseline), with a
 checkpoint every 5 s (the default: within a run this short, the final one only), and
-every 0.25 s (twenty times as often: several during the run, an upper bound on what the
+every 0.05 s (a hundred times as often: several during the run, an upper bound on what the
 5 s interval costs a longer run). The runs of the three rows alternate within each
 repeat, and each row is the median; ratios are against the baseline of the same run.
-The last columns are from ``p.checkpoints``: checkpoints taken, the mean seconds one
-took (hold, settle, snapshot and write) and its size in bytes.
+The last columns are from ``p.checkpoints``: checkpoints taken, the mean time one took
+(from the cut to the commit of its write, which runs in a worker thread beside the
+pipeline: under a CPU-bound run it waits for the GIL) and its size in bytes. Runs this
+short move by 15% in wall time; ``bench/instructions.py --checkpoints`` gives the cost
+per event in instructions, which does not move.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from common import machine
 
 import genstage_nb as gs
 
-EVERY = [None, 5.0, 0.25]
+EVERY = [None, 5.0, 0.05]
 
 
 class Sum(gs.Consumer):

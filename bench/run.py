@@ -1,6 +1,6 @@
 """Every benchmark, one after the other: W1 throughput (with peers and the max_demand
 curve), W2 bounded memory, W3 fan-out, W3 scale-out on executors, W4 I/O-bound calls and
-the autotuner, the dashboard's cost, W5 and W1 as Flows. (W1 in instructions per event,
+the autotuner, the dashboard's cost, W5 and W1 as Flows, and what checkpoints cost. (W1 in instructions per event,
 under valgrind: ``bench/instructions.py``.)
 
     python bench/run.py [--quick]
@@ -26,6 +26,7 @@ FULL = [
     ["autotune.py"],
     ["dashboard.py"],
     ["flow.py"],
+    ["checkpoints.py"],
 ]
 QUICK = [
     ["throughput.py", "--events", "200000", "--repeat", "1", "--peer-events", "20000"],
@@ -36,6 +37,7 @@ QUICK = [
     ["autotune.py", "--quick"],
     ["dashboard.py", "--seconds", "3", "--repeat", "1"],
     ["flow.py", "--repeat", "1", "--events", "200000", "--no-bytewax"],
+    ["checkpoints.py", "--repeat", "1", "--events", "200000", "--flights", "50000"],
 ]
 
 

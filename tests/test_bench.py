@@ -34,5 +34,7 @@ def test_every_benchmark_runs():
         "HTTP GET",
         "Autotune:",
         "W5:",
+        "W1 with checkpoints",
+        "W5 with checkpoints",
     ):
         assert table in out, out
