@@ -177,7 +177,11 @@ def from_iterable(iterable: Iterable | AsyncIterable, **options: Any) -> Produce
     """A producer of the items of ``iterable`` (sync or async) that finishes when it is
     exhausted. Options as for ``Producer``.
 
-    The iterator is created once, so a restarted stage goes on where it stopped.
+    The iterator is created once, so a restarted stage goes on where it stopped. In a
+    pipeline with ``checkpoint=`` it saves where it stands: an index over a sequence (a
+    list, a range), a position over an open file (read line by line), a count over
+    something it can iterate again; over a plain iterator or a generator, which cannot
+    go back, the run refuses to start (pass a list or a file).
 
     >>> import genstage_nb as gs
     >>> p = gs.Pipeline(); out = []
