@@ -234,6 +234,9 @@ class StallWatch:
                 await ended.wait()
             moved, working = progress(pipeline)
             now = time.monotonic()
+            durable = getattr(pipeline, "_checkpoints", None)
+            if durable is not None and durable._taking:
+                working = True  # a checkpoint holds the sources while the rest settles
             if moved != last or working:
                 last, since = moved, now
                 if self._noticed:

@@ -56,7 +56,10 @@ def unsettled(proc: Any) -> str | None:
         return "failed"
     if proc.mailbox:
         return "has messages to serve"
-    if proc.current_hook or proc._rest is not None or proc._resume is not None:
+    # (A ConcurrentConsumer's current_hook names its last event's hook: its events at
+    # work are counted in _in_flight, below.)
+    hook = proc.current_hook and not proc.concurrent
+    if hook or proc._rest is not None or proc._resume is not None:
         return "is at work in a hook"
     if proc.producing and proc._demand_in_hand:
         return "is at work in handle_demand"
