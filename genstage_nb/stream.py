@@ -178,7 +178,7 @@ class EventStream:
         self._consumed += 1
         if self._consumed >= self._max - self._min and self._sub is not None:
             n, self._consumed = self._consumed, 0
-            if self._sub.active:
+            if self._sub.active and self._pipeline.running:  # (ended: nobody to ask)
                 self._sub.ask(n)
         return event
 
