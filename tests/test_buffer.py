@@ -112,6 +112,7 @@ def test_property_buffer_matches_a_simple_model(keep, size, ops):
             assert got == want
             taken += len(got)
         assert len(b) == len(model)
+        assert b.events() == list(model)  # (a copy: the buffer keeps them)
         assert size is None or len(b) <= size
     # Every event made is taken, dropped (counted) or still buffered.
     assert made == taken + dropped_total + len(b)

@@ -105,6 +105,15 @@ class Buffer:
             self._chunks.appendleft(events)
             self._len += len(events)
 
+    def events(self) -> list[Any]:
+        """Every buffered event, oldest first, left in the buffer (a checkpoint's copy).
+
+        >>> b = Buffer(10); _ = b.store([1, 2]); _ = b.store([3]); _ = b.take(1)
+        >>> b.events(), len(b)
+        ([2, 3], 2)
+        """
+        return [event for chunk in self._chunks for event in chunk]
+
     def take_all(self) -> list[Any]:
         """Remove and return every buffered event."""
         return self.take(self._len)

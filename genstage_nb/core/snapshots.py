@@ -92,9 +92,7 @@ def take(proc: Any) -> dict[str, Any]:
         dispatcher = proc.dispatcher
         for part in getattr(dispatcher, "_parts", {}).values():  # a partition's queues
             out.extend(part.queue)
-        buffered = proc.buffer.take_all()
-        proc.buffer.put_back(buffered)
-        out.extend(buffered)
+        out.extend(proc.buffer.events())
         for kind, value in proc.accumulated:
             if kind == "dispatch":
                 out.extend(value)
@@ -103,7 +101,6 @@ def take(proc: Any) -> dict[str, Any]:
         "out": out,
         "queue": queued_events(proc.pc_queue) if proc.pc else [],
         "counters": proc.counters.snapshot(),
-        "status": proc.status,
     }
 
 

@@ -89,7 +89,7 @@ class Checkpoints:
         self.mode = mode
         self.resumed: tuple[int, int] | None = None  # (checkpoint id, events done)
         self.skipped: list[tuple[float, str]] = []  # (time, why) of checkpoints not taken
-        self._writing: Any = None  # the last write's thread call, while it runs
+        self._writing: anyio.Event | None = None  # set once the write at work is done
         self._taking = False  # a take at work (one at a time)
         self._last_id = 0
 
@@ -195,7 +195,7 @@ class Checkpoints:
     async def written(self) -> None:
         """Wait for the last checkpoint's write to be done."""
         while self._writing is not None:
-            await anyio.sleep(0.005)
+            await self._writing.wait()
 
     async def take(self, final: bool = False) -> int | None:
         """Take a checkpoint now: hold, settle, snapshot, let go, write. Returns its id,
@@ -234,7 +234,7 @@ class Checkpoints:
             for proc in procs:
                 await proc._hook(proc.stage.handle_checkpoint, number)
         else:
-            self._writing = record
+            self._writing = anyio.Event()
             p._tg.start_soon(self._write_in_thread, record)
         return number
 
@@ -292,7 +292,9 @@ class Checkpoints:
         try:
             await anyio.to_thread.run_sync(self._write, *record)
         finally:
-            self._writing = None
+            done, self._writing = self._writing, None
+            if done is not None:
+                done.set()
         self._completed(record[0])
 
     def _write(
